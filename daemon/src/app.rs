@@ -1,0 +1,82 @@
+//! Everything a request handler needs, opened once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::commands::Registry;
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::Bus;
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// The daemon's shared state.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub bus: Bus,
+    pub registry: Registry,
+    /// Where the generated admin token is, when there is one.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Start-up failures.
+#[derive(thiserror::Error, Debug)]
+pub enum OpenError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store { dir: PathBuf, source: StoreError },
+    #[error("cannot set up the admin token: {0}")]
+    Auth(Error),
+}
+
+impl App {
+    /// Opens the store in the data dir and sets up the bootstrap admin token. `bound` is the
+    /// address actually listened on, for the default public URL.
+    pub async fn open(config: Config, bound: SocketAddr) -> Result<Arc<App>, OpenError> {
+        let bus = Bus::default();
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(bound));
+        let store_cfg = StoreConfig {
+            data_dir: config.data_dir.clone(),
+            synchronous: config.synchronous,
+            public_url,
+            bus: bus.clone(),
+        };
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+            .await
+            .map_err(|e| OpenError::Store {
+                dir: dir.clone(),
+                source: StoreError::Commit(e.to_string()),
+            })?
+            .map_err(|source| OpenError::Store { dir, source })?;
+        let admin_token_file = crate::auth::bootstrap(&store, config.admin_token.as_deref())
+            .await
+            .map_err(OpenError::Auth)?;
+        Ok(Arc::new(App {
+            config,
+            store,
+            bus,
+            registry: Registry::default(),
+            admin_token_file,
+        }))
+    }
+}
+
+/// `http://<bound address>`, with a wildcard address replaced by loopback.
+fn default_public_url(bound: SocketAddr) -> String {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on {bound} without --public-url: webhook URLs will say localhost; \
+             set --public-url to the address senders use"
+        );
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}

@@ -1,0 +1,345 @@
+//! `message.list`, `message.get`, `message.body`, `message.file`: reading captured requests.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
+
+use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json, parse_uuid};
+use crate::app::App;
+use crate::error::Error;
+use crate::store::messages::{self, ListFilter, MessageRecord, StoredBody};
+use crate::store::{Dirs, StoreError};
+
+/// `message.get` shows at most this much of a body; `message.body` gives all of it.
+const BODY_PREVIEW: u64 = 1024 * 1024;
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+
+pub(super) fn commands() -> Vec<Command> {
+    vec![
+        Command {
+            name: "message.list",
+            description: "Captured messages, newest first",
+            role: Some(Role::Viewer),
+            params: &[
+                Param {
+                    name: "uuid",
+                    kind: Kind::String,
+                    required: false,
+                    description: "only this webhook's messages",
+                },
+                Param {
+                    name: "eventKey",
+                    kind: Kind::String,
+                    required: false,
+                    description: "only event keys starting with this",
+                },
+                Param {
+                    name: "limit",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "how many (default 50, at most 1000)",
+                },
+                Param {
+                    name: "before",
+                    kind: Kind::String,
+                    required: false,
+                    description: "cursor: only messages older than this message id",
+                },
+            ],
+            handler: |app, call| Box::pin(list(app, call)),
+        },
+        Command {
+            name: "message.get",
+            description: "The full capture of one message: headers, query, body, form fields, files",
+            role: Some(Role::Viewer),
+            params: &[Param {
+                name: "id",
+                kind: Kind::String,
+                required: true,
+                description: "the message id",
+            }],
+            handler: |app, call| Box::pin(get(app, call)),
+        },
+        Command {
+            name: "message.body",
+            description: "The raw body bytes of a message, with its original content type",
+            role: Some(Role::Viewer),
+            params: &[Param {
+                name: "id",
+                kind: Kind::String,
+                required: true,
+                description: "the message id",
+            }],
+            handler: |app, call| Box::pin(body(app, call)),
+        },
+        Command {
+            name: "message.file",
+            description: "The bytes of one uploaded file of a multipart message",
+            role: Some(Role::Viewer),
+            params: &[
+                Param {
+                    name: "id",
+                    kind: Kind::String,
+                    required: true,
+                    description: "the message id",
+                },
+                Param {
+                    name: "index",
+                    kind: Kind::Integer,
+                    required: true,
+                    description: "the file's index in message.get's files (from 0)",
+                },
+            ],
+            handler: |app, call| Box::pin(file(app, call)),
+        },
+    ]
+}
+
+async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let p = &call.params;
+    let limit = p.int("limit").unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::InvalidParam(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let filter = ListFilter {
+        uuid: p
+            .str("uuid")
+            .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
+            .transpose()?,
+        event_key_prefix: p.str("eventKey").map(str::to_string),
+        before: p
+            .str("before")
+            .map(|b| parse_uuid("before", b))
+            .transpose()?,
+        limit: limit as u32,
+    };
+    let rows = app.store.read(move |c| messages::list(c, &filter)).await?;
+    json(&rows)
+}
+
+async fn record(app: &App, id: &str) -> Result<MessageRecord, Error> {
+    let uuid = parse_uuid("id", id)?;
+    app.store
+        .read(move |c| messages::get(c, uuid))
+        .await?
+        .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))
+}
+
+async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let rec = record(&app, call.params.required_str("id")?).await?;
+    let dirs = app.store.dirs().clone();
+    let size = rec.summary.size;
+    // File reads happen on a reader thread, off the async workers.
+    let (rec, preview) = app
+        .store
+        .read(move |_| {
+            let preview = read_range(&dirs, &rec.body, 0, size.min(BODY_PREVIEW))?;
+            Ok((rec, preview))
+        })
+        .await?;
+    json(&to_message(rec, preview))
+}
+
+/// The API view of a message, given the first bytes of its body.
+fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
+    let truncated = (preview.len() as u64) < rec.summary.size;
+    let (body, encoding) = encode_body(preview, truncated);
+    let content_type = rec.summary.content_type.as_deref().unwrap_or("");
+    let form: Vec<(String, String)> = if !rec.parts.is_empty() {
+        rec.parts
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.value.clone()?)))
+            .collect()
+    } else if is_urlencoded(content_type) && !truncated && encoding == BodyEncoding::Utf8 {
+        form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let files = rec
+        .parts
+        .iter()
+        .filter(|p| p.is_file())
+        .enumerate()
+        .map(|(i, p)| FileInfo {
+            index: i as u32,
+            name: p.name.clone(),
+            filename: p.filename.clone(),
+            content_type: p.content_type.clone(),
+            size: p.size,
+            sha256: p.sha256.clone().unwrap_or_default(),
+        })
+        .collect();
+    Message {
+        query: form_urlencoded::parse(rec.query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        query_string: rec.query,
+        path: rec.path,
+        headers: rec.headers,
+        remote_addr: rec.remote_addr,
+        sha256: hex::encode(rec.sha256),
+        body,
+        encoding,
+        body_truncated: truncated,
+        form,
+        files,
+        summary: rec.summary,
+    }
+}
+
+/// Text when the bytes are UTF-8 (a character cut by truncation is dropped), else base64.
+fn encode_body(mut bytes: Vec<u8>, truncated: bool) -> (String, BodyEncoding) {
+    match std::str::from_utf8(&bytes) {
+        Ok(_) => (
+            String::from_utf8(bytes).unwrap_or_default(),
+            BodyEncoding::Utf8,
+        ),
+        Err(e) if truncated && e.error_len().is_none() => {
+            bytes.truncate(e.valid_up_to());
+            (
+                String::from_utf8(bytes).unwrap_or_default(),
+                BodyEncoding::Utf8,
+            )
+        }
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+            BodyEncoding::Base64,
+        ),
+    }
+}
+
+fn is_urlencoded(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|t| {
+        t.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+/// `len` bytes of a stored body from `offset`.
+fn read_range(
+    dirs: &Dirs,
+    body: &StoredBody,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StoreError> {
+    match body {
+        StoredBody::Inline(b) => {
+            let start = (offset as usize).min(b.len());
+            let end = (start + len as usize).min(b.len());
+            Ok(b[start..end].to_vec())
+        }
+        StoredBody::File(id) => {
+            let mut f = std::fs::File::open(dirs.committed_path(id)?)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut out = Vec::with_capacity(len as usize);
+            f.take(len).read_to_end(&mut out)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Raw output for `len` bytes of a stored body from `offset`, streamed when on disk.
+fn raw_range(
+    dirs: &Dirs,
+    body: StoredBody,
+    offset: u64,
+    len: u64,
+    content_type: String,
+    filename: Option<String>,
+) -> Result<Output, Error> {
+    let data = match body {
+        StoredBody::Inline(b) => {
+            let bytes = Bytes::from(b);
+            let start = (offset as usize).min(bytes.len());
+            let end = (start + len as usize).min(bytes.len());
+            RawData::Bytes(bytes.slice(start..end))
+        }
+        StoredBody::File(id) => RawData::File {
+            path: dirs.committed_path(&id)?,
+            offset,
+            len,
+        },
+    };
+    Ok(Output::Raw(RawOutput {
+        content_type,
+        filename,
+        data,
+    }))
+}
+
+async fn body(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let rec = record(&app, call.params.required_str("id")?).await?;
+    let content_type = rec
+        .summary
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    raw_range(
+        app.store.dirs(),
+        rec.body,
+        0,
+        rec.summary.size,
+        content_type,
+        None,
+    )
+}
+
+async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let id = call.params.required_str("id")?;
+    let index = call.params.int("index").unwrap_or(-1);
+    let rec = record(&app, id).await?;
+    let count = rec.parts.iter().filter(|p| p.is_file()).count();
+    let part = usize::try_from(index)
+        .ok()
+        .and_then(|i| rec.parts.iter().filter(|p| p.is_file()).nth(i))
+        .cloned()
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "message {id} has {count} file(s); index must be between 0 and {}",
+                count.saturating_sub(1)
+            ))
+        })?;
+    let content_type = part
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    raw_range(
+        app.store.dirs(),
+        rec.body,
+        part.offset,
+        part.size,
+        content_type,
+        part.filename.or(Some(part.name)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_text_when_utf8_else_base64() {
+        assert_eq!(
+            encode_body(b"{\"a\":1}".to_vec(), false),
+            ("{\"a\":1}".to_string(), BodyEncoding::Utf8)
+        );
+        assert_eq!(
+            encode_body(vec![0, 0xff, 0xfe], false),
+            ("AP/+".to_string(), BodyEncoding::Base64)
+        );
+        // "é" cut in half by truncation is still text.
+        assert_eq!(
+            encode_body(vec![b'a', 0xc3], true),
+            ("a".to_string(), BodyEncoding::Utf8)
+        );
+        assert_eq!(encode_body(vec![b'a', 0xc3], false).1, BodyEncoding::Base64);
+    }
+}

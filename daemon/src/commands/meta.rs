@@ -1,0 +1,15 @@
+//! `command.list`: the registry describing itself.
+
+use hookd_shared::Role;
+
+use super::{Command, json};
+
+pub(super) fn commands() -> Vec<Command> {
+    vec![Command {
+        name: "command.list",
+        description: "Describe every command: name, parameters, required role",
+        role: Some(Role::Viewer),
+        params: &[],
+        handler: |app, _| Box::pin(async move { json(&app.registry.describe()) }),
+    }]
+}

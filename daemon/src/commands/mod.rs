@@ -1,0 +1,389 @@
+//! The command registry: every operation is a command that declares its name, parameters and
+//! required role once. The HTTP API, the CLI (through the HTTP API) and pipelines all dispatch
+//! through `Registry::dispatch`, so validation and authorization happen in one place.
+
+mod message;
+mod meta;
+mod token;
+mod webhook;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hookd_shared::{CommandInfo, ParamInfo, Role};
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::error::Error;
+use crate::store::TokenAuth;
+
+/// What a handler returns before it is awaited.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Output, Error>> + Send>>;
+/// A command's implementation.
+pub type Handler = fn(Arc<App>, Call) -> HandlerFuture;
+
+/// A command's declaration.
+pub struct Command {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The role needed to run it; `None` for public commands.
+    pub role: Option<Role>,
+    pub params: &'static [Param],
+    pub handler: Handler,
+}
+
+/// A parameter's declaration.
+pub struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+/// The type a parameter is coerced to (query strings and CLI arguments arrive as text).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    String,
+    Integer,
+    Boolean,
+    /// Any JSON value; text that parses as a JSON object or array is parsed.
+    Json,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Integer => "integer",
+            Kind::Boolean => "boolean",
+            Kind::Json => "json",
+        }
+    }
+}
+
+/// One invocation: validated parameters, the raw body when the command takes one, and who calls.
+pub struct Call {
+    pub params: Params,
+    pub caller: Option<TokenAuth>,
+}
+
+/// Validated, typed parameters.
+#[derive(Debug, Default, Clone)]
+pub struct Params(Map<String, Value>);
+
+impl Params {
+    /// A string parameter.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+
+    /// A required string parameter (the registry has already checked presence).
+    pub fn required_str(&self, name: &str) -> Result<&str, Error> {
+        self.str(name)
+            .ok_or_else(|| Error::InvalidParam(format!("missing required parameter '{name}'")))
+    }
+
+    /// An integer parameter.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.0.get(name).and_then(Value::as_i64)
+    }
+
+    /// A boolean parameter.
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.0.get(name).and_then(Value::as_bool)
+    }
+}
+
+/// What a command answers with.
+pub enum Output {
+    Json(Value),
+    /// Bytes as they were captured (`message.body`, `message.file`).
+    Raw(RawOutput),
+}
+
+/// A raw answer and how to label it.
+pub struct RawOutput {
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub data: RawData,
+}
+
+/// Where raw answer bytes come from.
+pub enum RawData {
+    Bytes(Bytes),
+    /// `len` bytes of a file, from `offset`, streamed rather than loaded.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Serializes `v` as a JSON answer.
+pub fn json<T: serde::Serialize>(v: &T) -> Result<Output, Error> {
+    serde_json::to_value(v)
+        .map(Output::Json)
+        .map_err(|e| Error::Internal(format!("cannot serialize the answer: {e}")))
+}
+
+/// Every command, by name.
+pub struct Registry {
+    commands: BTreeMap<&'static str, Command>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut commands = BTreeMap::new();
+        for family in [
+            webhook::commands(),
+            message::commands(),
+            token::commands(),
+            meta::commands(),
+        ] {
+            for c in family {
+                commands.insert(c.name, c);
+            }
+        }
+        Registry { commands }
+    }
+}
+
+impl Registry {
+    /// The command called `name`.
+    pub fn get(&self, name: &str) -> Option<&Command> {
+        self.commands.get(name)
+    }
+
+    /// Every command as `command.list` shows it.
+    pub fn describe(&self) -> Vec<CommandInfo> {
+        self.commands
+            .values()
+            .map(|c| CommandInfo {
+                name: c.name.into(),
+                description: c.description.into(),
+                role: c.role,
+                params: c
+                    .params
+                    .iter()
+                    .map(|p| ParamInfo {
+                        name: p.name.into(),
+                        kind: p.kind.as_str().into(),
+                        required: p.required,
+                        description: p.description.into(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Checks the caller's role and the parameters, then runs the command.
+    pub async fn dispatch(
+        &self,
+        app: Arc<App>,
+        name: &str,
+        raw: Map<String, Value>,
+        caller: Option<TokenAuth>,
+    ) -> Result<Output, Error> {
+        let cmd = self
+            .get(name)
+            .ok_or_else(|| Error::UnknownCommand(name.to_string()))?;
+        authorize(cmd, caller.as_ref())?;
+        let params = validate(cmd, raw)?;
+        (cmd.handler)(app, Call { params, caller }).await
+    }
+}
+
+fn authorize(cmd: &Command, caller: Option<&TokenAuth>) -> Result<(), Error> {
+    let Some(needed) = cmd.role else {
+        return Ok(());
+    };
+    match caller {
+        None => Err(Error::Unauthorized(format!(
+            "{} needs a token: send 'Authorization: Bearer <token>'",
+            cmd.name
+        ))),
+        Some(c) if c.role < needed => Err(Error::Forbidden(format!(
+            "{} needs role {}; this token ('{}') has role {}",
+            cmd.name,
+            needed.as_str(),
+            c.name,
+            c.role.as_str()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn validate(cmd: &Command, raw: Map<String, Value>) -> Result<Params, Error> {
+    let mut out = Map::new();
+    for (key, value) in raw {
+        let Some(p) = cmd.params.iter().find(|p| p.name == key) else {
+            let known: Vec<&str> = cmd.params.iter().map(|p| p.name).collect();
+            return Err(Error::InvalidParam(if known.is_empty() {
+                format!("{} takes no parameters, but got '{key}'", cmd.name)
+            } else {
+                format!(
+                    "unknown parameter '{key}' for {}; it takes: {}",
+                    cmd.name,
+                    known.join(", ")
+                )
+            }));
+        };
+        out.insert(key, coerce(p, value)?);
+    }
+    if let Some(p) = cmd
+        .params
+        .iter()
+        .find(|p| p.required && !out.contains_key(p.name))
+    {
+        return Err(Error::InvalidParam(format!(
+            "missing required parameter '{}' for {} ({})",
+            p.name, cmd.name, p.description
+        )));
+    }
+    Ok(Params(out))
+}
+
+fn coerce(p: &Param, v: Value) -> Result<Value, Error> {
+    let bad = |v: &Value| {
+        Error::InvalidParam(format!(
+            "{} must be {}, got {}",
+            p.name,
+            match p.kind {
+                Kind::String => "a string",
+                Kind::Integer => "an integer",
+                Kind::Boolean => "true or false",
+                Kind::Json => "JSON",
+            },
+            v
+        ))
+    };
+    match (p.kind, v) {
+        (Kind::String, Value::String(s)) => Ok(Value::String(s)),
+        (Kind::String, v @ (Value::Number(_) | Value::Bool(_))) => Ok(Value::String(v.to_string())),
+        (Kind::Integer, Value::Number(n)) if n.is_i64() => Ok(Value::Number(n)),
+        (Kind::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| bad(&Value::String(s))),
+        (Kind::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (Kind::Boolean, Value::String(s)) => match s.as_str() {
+            "true" | "1" | "yes" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" => Ok(Value::Bool(false)),
+            _ => Err(bad(&Value::String(s))),
+        },
+        (Kind::Json, Value::String(s)) => {
+            let t = s.trim_start();
+            if t.starts_with('{') || t.starts_with('[') {
+                serde_json::from_str(&s)
+                    .map_err(|e| Error::InvalidParam(format!("{} is not valid JSON: {e}", p.name)))
+            } else {
+                Ok(Value::String(s))
+            }
+        }
+        (Kind::Json, v) => Ok(v),
+        (_, v) => Err(bad(&v)),
+    }
+}
+
+/// Parses a uuid parameter into its canonical lower-case form.
+pub fn parse_uuid(name: &str, value: &str) -> Result<uuid::Uuid, Error> {
+    uuid::Uuid::parse_str(value.trim()).map_err(|_| {
+        Error::InvalidParam(format!(
+            "{name} '{value}' is not a UUID (e.g. 0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry::default()
+    }
+
+    fn raw(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_checked_and_coerced() {
+        let r = registry();
+        let put = r.get("webhook.put").expect("webhook.put exists");
+        let p = validate(
+            put,
+            raw(&[
+                ("eventKey", "webhook.x".into()),
+                ("maxPayloadLength", "1024".into()),
+                ("enabled", "false".into()),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(p.int("maxPayloadLength"), Some(1024));
+        assert_eq!(p.bool("enabled"), Some(false));
+        let err = validate(put, raw(&[("evntKey", "x".into())])).expect_err("unknown");
+        assert!(
+            err.to_string().contains("unknown parameter 'evntKey'"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("eventKey"), "{err}");
+        let err = validate(put, raw(&[("maxPayloadLength", "lots".into())])).expect_err("type");
+        assert!(
+            err.to_string()
+                .contains("maxPayloadLength must be an integer"),
+            "{err}"
+        );
+        let get = r.get("message.get").expect("message.get exists");
+        let err = validate(get, Map::new()).expect_err("required");
+        assert!(
+            err.to_string().contains("missing required parameter 'id'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn roles_are_enforced() {
+        let r = registry();
+        let put = r.get("webhook.put").expect("exists");
+        let viewer = TokenAuth {
+            id: "1".into(),
+            name: "ci".into(),
+            role: Role::Viewer,
+        };
+        assert!(matches!(authorize(put, None), Err(Error::Unauthorized(_))));
+        assert!(matches!(
+            authorize(put, Some(&viewer)),
+            Err(Error::Forbidden(_))
+        ));
+        let list = r.get("webhook.get").expect("exists");
+        assert!(authorize(list, Some(&viewer)).is_ok());
+    }
+
+    #[test]
+    fn every_command_is_described() {
+        let names: Vec<String> = registry().describe().into_iter().map(|c| c.name).collect();
+        for n in [
+            "command.list",
+            "message.body",
+            "message.file",
+            "message.get",
+            "message.list",
+            "token.create",
+            "token.delete",
+            "token.list",
+            "webhook.delete",
+            "webhook.get",
+            "webhook.put",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `webhook.put`, `webhook.get`, `webhook.delete`: managing incoming webhooks.
+//! (`webhook.receive` is listed here too; HTTP routes it to `receive` before the registry.)
+
+use std::sync::Arc;
+
+use hookd_shared::{PayloadType, Role, key};
+
+use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
+use crate::app::App;
+use crate::error::Error;
+use crate::store::{WebhookPut, webhooks};
+
+const MAX_DESCRIPTION: usize = 1000;
+
+pub(super) fn commands() -> Vec<Command> {
+    vec![
+        Command {
+            name: "webhook.put",
+            description: "Create a webhook (a unique receive URL firing eventKey), or edit one by uuid",
+            role: Some(Role::Admin),
+            params: &[
+                Param {
+                    name: "uuid",
+                    kind: Kind::String,
+                    required: false,
+                    description: "edit this webhook, or create one with this uuid",
+                },
+                Param {
+                    name: "eventKey",
+                    kind: Kind::String,
+                    required: false,
+                    description: "event fired per request, e.g. webhook.github.push; required when creating",
+                },
+                Param {
+                    name: "payloadType",
+                    kind: Kind::String,
+                    required: false,
+                    description: "raw (default), base64 or ignore: how the body is handed to pipelines",
+                },
+                Param {
+                    name: "maxPayloadLength",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "largest accepted body in bytes; default and maximum: the global --max-body",
+                },
+                Param {
+                    name: "description",
+                    kind: Kind::String,
+                    required: false,
+                    description: "free text",
+                },
+                Param {
+                    name: "enabled",
+                    kind: Kind::Boolean,
+                    required: false,
+                    description: "false makes the URL answer 404 (default true)",
+                },
+            ],
+            handler: |app, call| Box::pin(put(app, call)),
+        },
+        Command {
+            name: "webhook.get",
+            description: "List all webhooks, or show one by uuid",
+            role: Some(Role::Viewer),
+            params: &[Param {
+                name: "uuid",
+                kind: Kind::String,
+                required: false,
+                description: "only this webhook",
+            }],
+            handler: |app, call| Box::pin(get(app, call)),
+        },
+        Command {
+            name: "webhook.delete",
+            description: "Delete a webhook; its captured messages stay readable",
+            role: Some(Role::Admin),
+            params: &[Param {
+                name: "uuid",
+                kind: Kind::String,
+                required: true,
+                description: "the webhook to delete",
+            }],
+            handler: |app, call| Box::pin(delete(app, call)),
+        },
+        Command {
+            name: "webhook.receive",
+            description: "Public: capture a request to a webhook's URL (any method, any body) and fire its eventKey",
+            role: None,
+            params: &[Param {
+                name: "uuid",
+                kind: Kind::String,
+                required: true,
+                description: "the webhook (also accepted as token= or a token header)",
+            }],
+            handler: |_, _| {
+                Box::pin(async {
+                    Err(Error::BadRequest(
+                        "webhook.receive captures a raw HTTP request; send it to the webhook's URL (/api/v3/command/webhook.receive?uuid=...)".into(),
+                    ))
+                })
+            },
+        },
+    ]
+}
+
+async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let p = &call.params;
+    let global_max = app.config.max_body;
+    let uuid = p
+        .str("uuid")
+        .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
+        .transpose()?;
+    let event_key = p.str("eventKey").map(str::to_string);
+    if let Some(k) = &event_key {
+        key::validate_event_key(k).map_err(|e| Error::InvalidParam(format!("eventKey {e}")))?;
+    }
+    let payload_type = p
+        .str("payloadType")
+        .map(|t| {
+            PayloadType::parse(t).ok_or_else(|| {
+                Error::InvalidParam(format!(
+                    "payloadType must be raw, base64 or ignore, got '{t}'"
+                ))
+            })
+        })
+        .transpose()?;
+    let max_payload_length = p
+        .int("maxPayloadLength")
+        .map(|n| {
+            if n < 1 || n as u64 > global_max {
+                Err(Error::InvalidParam(format!(
+                    "maxPayloadLength must be between 1 and the global limit of {global_max} bytes (--max-body), got {n}"
+                )))
+            } else {
+                Ok(n as u64)
+            }
+        })
+        .transpose()?;
+    let description = p.str("description").map(str::to_string);
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return Err(Error::InvalidParam(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        )));
+    }
+    let (row, _created) = app
+        .store
+        .put_webhook(WebhookPut {
+            uuid,
+            event_key,
+            payload_type,
+            max_payload_length,
+            description,
+            enabled: p.bool("enabled"),
+            default_max_payload_length: global_max,
+        })
+        .await?;
+    json(&row.to_api(app.store.public_url()))
+}
+
+async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let public_url = app.store.public_url().to_string();
+    match call.params.str("uuid") {
+        Some(u) => {
+            let uuid = parse_uuid("uuid", u)?.to_string();
+            let row = app
+                .store
+                .read({
+                    let uuid = uuid.clone();
+                    move |c| webhooks::get(c, &uuid)
+                })
+                .await?
+                .ok_or_else(|| Error::NotFound(webhooks::no_such_webhook(&uuid)))?;
+            json(&row.to_api(&public_url))
+        }
+        None => {
+            let rows = app.store.read(webhooks::load_all).await?;
+            json(
+                &rows
+                    .iter()
+                    .map(|w| w.to_api(&public_url))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    }
+}
+
+async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let uuid = parse_uuid("uuid", call.params.required_str("uuid")?)?.to_string();
+    let row = app.store.delete_webhook(uuid).await?;
+    json(&row.to_api(app.store.public_url()))
+}

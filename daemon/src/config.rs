@@ -1,0 +1,330 @@
+//! Daemon settings: defaults, then an optional TOML file, then `HOOKD_*` variables, then flags
+//! (each later source wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The address hookd listens on when nothing else is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Global body limit when nothing else is configured: 25 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
+
+/// Resolved settings of one daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Base of every `webhookUrl`; `None` derives it from the bound address.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// Global body limit in bytes; no webhook may exceed it.
+    pub max_body: u64,
+    pub max_connections: usize,
+    /// Bootstrap admin token; `None` generates one into `<data-dir>/admin.token`.
+    pub admin_token: Option<String>,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// Most parts a multipart body may have.
+    pub max_parts: usize,
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` setting: what a 2xx survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: a 2xx survives power loss.
+    Full,
+    /// fsync at checkpoints: a 2xx survives a crash of hookd, not of the machine.
+    Normal,
+}
+
+impl Config {
+    /// Defaults with the given data dir: what tests and embedders start from.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            public_url: None,
+            data_dir: data_dir.into(),
+            max_body: DEFAULT_MAX_BODY,
+            max_connections: 1024,
+            admin_token: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_parts: 1000,
+            synchronous: Synchronous::Full,
+        }
+    }
+
+    /// Layers `file` (if any), then `over` (variables and flags, already merged by clap).
+    pub fn load(over: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &over.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let s = file.server;
+        let data_dir = over
+            .data_dir
+            .clone()
+            .or(s.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let mut c = Config::with_data_dir(data_dir);
+        if let Some(listen) = over
+            .listen
+            .or(s.listen.as_deref().map(parse_addr).transpose()?)
+        {
+            c.listen = listen;
+        }
+        c.public_url = over
+            .public_url
+            .clone()
+            .or(s.public_url)
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(url) = &c.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "publicUrl '{url}' must start with http:// or https://"
+                )));
+            }
+        }
+        if let Some(v) = over.max_body.or(s.max_body.map(|v| v.0)) {
+            c.max_body = v;
+        }
+        if let Some(v) = over.max_connections.or(s.max_connections) {
+            c.max_connections = v.max(1);
+        }
+        c.admin_token = std::env::var("HOOKD_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or(s.admin_token);
+        if let Some(v) = s.header_read_timeout {
+            c.header_read_timeout = v.0;
+        }
+        if let Some(v) = s.max_parts {
+            c.max_parts = v;
+        }
+        if let Some(v) = file.storage.synchronous {
+            c.synchronous = v;
+        }
+        Ok(c)
+    }
+}
+
+/// Settings given as flags or `HOOKD_*` variables (clap resolves flag-over-variable).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct Overrides {
+    /// TOML config file (sections [server], [storage]).
+    #[arg(long, env = "HOOKD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HOOKD_LISTEN", global = true, value_parser = parse_addr)]
+    pub listen: Option<SocketAddr>,
+    /// Base URL used to build webhook URLs [default: derived from the listen address].
+    #[arg(long, env = "HOOKD_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Where the database and captured files live [default: ~/.local/share/hookd].
+    #[arg(long, env = "HOOKD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Largest accepted request body, e.g. 25MiB [default: 25MiB].
+    #[arg(long, env = "HOOKD_MAX_BODY", global = true, value_parser = parse_size)]
+    pub max_body: Option<u64>,
+    /// Most simultaneous connections [default: 1024].
+    #[arg(long, env = "HOOKD_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+}
+
+/// A config file that cannot be used; the message names the file and the problem.
+#[derive(thiserror::Error, Debug)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("hookd"))
+        .unwrap_or_else(|| PathBuf::from("hookd-data"))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "listen address '{s}' is not of the form IP:PORT, e.g. 127.0.0.1:8080"
+        ))
+    })
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `25MiB`, `1GiB` (also `K`/`M`/`G`, and `KB`/`MB`/`GB`
+/// for powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use bytes or a unit, e.g. 25MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}'; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    storage: StorageSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServerSection {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_body: Option<Size>,
+    max_connections: Option<usize>,
+    admin_token: Option<String>,
+    header_read_timeout: Option<Seconds>,
+    max_parts: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StorageSection {
+    synchronous: Option<Synchronous>,
+}
+
+/// A size written as an integer (bytes) or a string with a unit.
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written as an integer (seconds) or a string such as `"10s"` or `"1m 30s"`.
+struct Seconds(Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Seconds(Duration::from_secs(n))),
+            Raw::S(s) => humantime::parse_duration(&s)
+                .map(Seconds)
+                .map_err(|e| serde::de::Error::custom(format!("'{s}': {e}"))),
+        }
+    }
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("25MiB"), Ok(25 << 20));
+        assert_eq!(parse_size("25M"), Ok(25 << 20));
+        assert_eq!(parse_size("2 KB"), Ok(2000));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<FileConfig>("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("listn"), "{err}");
+        let err = toml::from_str::<FileConfig>("[sever]\n")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("sever"));
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:9999\"\npublicUrl = \"https://hooks.example.com/\"\n\
+             maxBody = \"1MiB\"\nheaderReadTimeout = \"3s\"\n[storage]\nsynchronous = \"normal\"\n",
+        )
+        .expect("write");
+        let mut over = Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        };
+        let c = Config::load(&over).expect("load");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.public_url.as_deref(), Some("https://hooks.example.com"));
+        assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.synchronous, Synchronous::Normal);
+        over.max_body = Some(5);
+        over.listen = Some("127.0.0.1:1".parse().expect("addr"));
+        let c = Config::load(&over).expect("load");
+        assert_eq!((c.max_body, c.listen.port()), (5, 1));
+    }
+
+    #[test]
+    fn the_example_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/hookd.example.toml");
+        let text = std::fs::read_to_string(&path).expect("docs/hookd.example.toml exists");
+        toml::from_str::<FileConfig>(&text).expect("example config parses");
+    }
+}

@@ -1,0 +1,48 @@
+//! The one place that turns an `Error` into an HTTP status and JSON body.
+
+use hookd_shared::{ErrorBody, ErrorResponse};
+use http::{Response, StatusCode};
+
+use super::body::{Body, json_response};
+use crate::error::Error;
+
+/// The status and stable code for an error.
+pub fn status_and_code(e: &Error) -> (StatusCode, &'static str) {
+    match e {
+        Error::InvalidParam(_) => (StatusCode::BAD_REQUEST, "invalid_param"),
+        Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        Error::UnknownCommand(_) => (StatusCode::NOT_FOUND, "unknown_command"),
+        Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// `{"error": {"status", "code", "message"}}` with the matching status.
+pub fn response(e: &Error) -> Response<Body> {
+    let (status, code) = status_and_code(e);
+    if status.is_server_error() {
+        tracing::error!("{code}: {e}");
+    }
+    let mut r = json_response(
+        status,
+        &ErrorResponse {
+            error: ErrorBody {
+                status: status.as_u16(),
+                code: code.into(),
+                message: e.to_string(),
+            },
+        },
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}

@@ -1,0 +1,17 @@
+//! hookd: a self-hosted webhook hub. The binary (`main.rs`) is a thin edge over this library:
+//! `server::serve` runs the daemon, `cli::run` is `hookd command`.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod receive;
+pub mod server;
+pub mod store;
+
+pub use server::{run, serve};

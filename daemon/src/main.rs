@@ -1,0 +1,100 @@
+//! The `hookd` binary: `hookd [serve]` runs the daemon, `hookd command <name> k=v` calls one.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookd::cli::{self, CommandArgs};
+use hookd::config::{Config, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(name = "hookd", version, about = "hookd: a self-hosted webhook hub")]
+struct Cli {
+    #[command(flatten)]
+    over: Overrides,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon (the default).
+    Serve,
+    /// Call a command of a running daemon, e.g. `hookd command webhook.put eventKey=webhook.x`.
+    Command(CommandArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Command(args)) => cli::run(&cli.over, args),
+        None | Some(Cmd::Serve) => match daemon(&cli.over) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hookd: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn daemon(over: &Overrides) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(over)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let app = hookd::app::App::open(config, bound).await?;
+        if let Some(path) = &app.admin_token_file {
+            tracing::info!("admin token: {}", path.display());
+        }
+        tracing::info!(
+            "data dir {}, webhook URLs under {}",
+            app.config.data_dir.display(),
+            app.store.public_url()
+        );
+        // The one line on stdout: scripts and tests wait for it to know the daemon is ready.
+        let mut out = std::io::stdout();
+        writeln!(out, "hookd listening on http://{bound}")?;
+        out.flush()?;
+        hookd::run(listener, app, shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("stopping: finishing open requests");
+}

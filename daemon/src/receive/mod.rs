@@ -1,0 +1,302 @@
+//! `webhook.receive`: capture one incoming request byte for byte and commit it before answering.
+//!
+//! The body streams in under the webhook's limit: small bodies stay in memory, larger ones spill
+//! to `incoming/<id>` (fsynced before the commit), so a 100 MiB upload costs a few buffers of
+//! memory. A multipart body is parsed on the fly into (offset, size) views of the same bytes.
+
+pub mod multipart;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hookd_shared::ReceiveResponse;
+use http::request::Parts;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::store::{Capture, CapturedBody, Dirs, PartRecord, files::sync_dir};
+use multipart::{MultipartError, Parser, header_text};
+
+/// Bodies up to this size are kept in memory and stored in the database row.
+pub const INLINE_MAX: usize = 64 * 1024;
+const SPILL_BUFFER: usize = 256 * 1024;
+
+/// The one answer for unknown, deleted and disabled webhooks: no hint whether one existed.
+const NO_WEBHOOK: &str = "no webhook at this URL";
+
+/// Captures the request and commits it; the answer means the capture is on disk.
+pub async fn receive<B>(
+    app: &Arc<App>,
+    parts: Parts,
+    mut body: B,
+    remote: SocketAddr,
+) -> Result<ReceiveResponse, Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let received_at = crate::clock::now_ms();
+    if !matches!(
+        parts.method.as_str(),
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+    ) {
+        return Err(Error::MethodNotAllowed(format!(
+            "webhook.receive accepts GET, POST, PUT, PATCH and DELETE, not {}",
+            parts.method
+        )));
+    }
+    let uuid = webhook_uuid(&parts).ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
+    let hook = app
+        .store
+        .webhook(&uuid)
+        .filter(|h| h.enabled)
+        .ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
+    let limit = hook.max_payload_length.min(app.config.max_body);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(sink_error(limit, SinkError::TooLarge));
+    }
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| header_text(v.as_bytes()));
+    let parser = match content_type.as_deref().map(multipart::boundary).transpose() {
+        Ok(b) => b.flatten().map(|b| Parser::new(&b, app.config.max_parts)),
+        Err(e) => return Err(Error::BadRequest(e.to_string())),
+    };
+
+    let mut sink = Sink {
+        limit,
+        size: 0,
+        hasher: Sha256::new(),
+        mem: BytesMut::new(),
+        spill: None,
+        parser,
+        dirs: app.store.dirs().clone(),
+    };
+    if declared.is_some_and(|n| n as usize > INLINE_MAX) {
+        sink.spill().await.map_err(|e| sink_error(limit, e))?;
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Error::BadRequest(format!(
+                "the request body could not be read ({e}); nothing was stored"
+            ))
+        })?;
+        if let Ok(chunk) = frame.into_data() {
+            sink.push(chunk).await.map_err(|e| sink_error(limit, e))?;
+        }
+    }
+    let (stored, guard, sha256, size, parts_found) =
+        sink.finish().await.map_err(|e| sink_error(limit, e))?;
+
+    let id = uuid::Uuid::now_v7();
+    let capture = Capture {
+        id,
+        webhook_uuid: hook.uuid.clone(),
+        event_key: hook.event_key.clone(),
+        received_at,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), header_text(v.as_bytes())))
+            .collect(),
+        remote_addr: remote.to_string(),
+        content_type,
+        size,
+        sha256,
+        parts: parts_found
+            .into_iter()
+            .map(|p| PartRecord {
+                name: p.name,
+                filename: p.filename,
+                content_type: p.content_type,
+                offset: p.offset,
+                size: p.size,
+                sha256: p.value.is_none().then(|| hex::encode(p.sha256)),
+                value: p.value,
+            })
+            .collect(),
+        body: stored,
+    };
+    // From here the store owns the file: it moves it into place on commit and deletes it if the
+    // commit fails, even if this request is dropped while waiting.
+    if let Some(mut g) = guard {
+        g.disarm();
+    }
+    let summary = app.store.capture(capture).await?;
+    Ok(ReceiveResponse {
+        message_id: summary.id,
+        event_key: summary.event_key,
+        status: "ok".into(),
+    })
+}
+
+/// The webhook uuid from `?uuid=`, `?token=` or a `token` header (PIPEFORCE accepts all three).
+fn webhook_uuid(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query().unwrap_or("");
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "uuid" || k == "token")
+        .map(|(_, v)| v.into_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get("token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .map(|u| u.trim().to_ascii_lowercase())
+}
+
+enum SinkError {
+    TooLarge,
+    Multipart(MultipartError),
+    Io(std::io::Error),
+}
+
+/// The request error for a sink failure, given the limit that applied.
+fn sink_error(limit: u64, e: SinkError) -> Error {
+    match e {
+        SinkError::TooLarge => Error::PayloadTooLarge(format!(
+            "the body exceeds this webhook's limit of {limit} bytes; nothing was stored"
+        )),
+        SinkError::Multipart(m) => Error::BadRequest(format!("{m}; nothing was stored")),
+        SinkError::Io(io) => Error::from(io),
+    }
+}
+
+impl From<std::io::Error> for SinkError {
+    fn from(e: std::io::Error) -> Self {
+        SinkError::Io(e)
+    }
+}
+
+/// Where the body goes while it streams in.
+struct Sink {
+    limit: u64,
+    size: u64,
+    hasher: Sha256,
+    mem: BytesMut,
+    spill: Option<Spill>,
+    parser: Option<Parser>,
+    dirs: Dirs,
+}
+
+struct Spill {
+    id: String,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    guard: TempFile,
+}
+
+impl Sink {
+    async fn push(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            return Err(SinkError::TooLarge);
+        }
+        self.hasher.update(&chunk);
+        if let Some(p) = self.parser.as_mut() {
+            p.feed(&chunk).map_err(SinkError::Multipart)?;
+        }
+        if self.spill.is_none() && self.mem.len() + chunk.len() > INLINE_MAX {
+            self.spill().await?;
+        }
+        match self.spill.as_mut() {
+            Some(s) => s.file.write_all(&chunk).await?,
+            None => self.mem.extend_from_slice(&chunk),
+        }
+        Ok(())
+    }
+
+    /// Moves the body from memory to a file in `incoming/`.
+    async fn spill(&mut self) -> Result<(), SinkError> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let path = self.dirs.incoming.join(&id);
+        let guard = TempFile {
+            path: Some(path.clone()),
+        };
+        let file = tokio::fs::File::create(&path).await?;
+        let mut file = tokio::io::BufWriter::with_capacity(SPILL_BUFFER, file);
+        file.write_all(&self.mem).await?;
+        self.mem = BytesMut::new();
+        self.spill = Some(Spill { id, file, guard });
+        Ok(())
+    }
+
+    /// Ends the body: where it is stored (durably, if in a file), the guard that deletes the
+    /// file unless the commit succeeds, its hash and size, and its multipart parts.
+    #[allow(clippy::type_complexity)]
+    async fn finish(
+        self,
+    ) -> Result<
+        (
+            CapturedBody,
+            Option<TempFile>,
+            [u8; 32],
+            u64,
+            Vec<multipart::ParsedPart>,
+        ),
+        SinkError,
+    > {
+        let parts = match self.parser {
+            Some(p) => p.finish().map_err(SinkError::Multipart)?,
+            None => Vec::new(),
+        };
+        let sha256: [u8; 32] = self.hasher.finalize().into();
+        match self.spill {
+            None => Ok((
+                CapturedBody::Inline(self.mem.freeze()),
+                None,
+                sha256,
+                self.size,
+                parts,
+            )),
+            Some(mut s) => {
+                s.file.flush().await?;
+                s.file.get_ref().sync_all().await?;
+                let incoming = self.dirs.incoming.clone();
+                tokio::task::spawn_blocking(move || sync_dir(&incoming))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??;
+                Ok((
+                    CapturedBody::File(s.id),
+                    Some(s.guard),
+                    sha256,
+                    self.size,
+                    parts,
+                ))
+            }
+        }
+    }
+}
+
+/// Deletes an uncommitted body file when the request fails or is dropped mid-way.
+struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl TempFile {
+    fn disarm(&mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

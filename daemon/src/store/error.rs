@@ -1,0 +1,25 @@
+//! What the store can fail with.
+
+/// A failed store operation.
+#[derive(thiserror::Error, Debug)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The batch's transaction did not commit: nothing in it was stored.
+    #[error("{0}")]
+    Commit(String),
+    /// The writer or readers have stopped.
+    #[error("the store is closed")]
+    Closed,
+    /// A row the operation needs does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation is not valid against the current state.
+    #[error("{0}")]
+    Invalid(String),
+    /// A schema newer than this binary understands.
+    #[error("{0}")]
+    Schema(String),
+}

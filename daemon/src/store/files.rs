@@ -1,0 +1,111 @@
+//! Bodies too large to keep inline live as files beside the database.
+//!
+//! A body is written to `incoming/<id>` and fsynced before its message is committed; after the
+//! commit the writer moves it to `files/<id>`. A crash can therefore leave, in `incoming/`, only
+//! files of committed messages (moved at the next start) or of requests that never got a 2xx
+//! (deleted at the next start). `files/` only ever holds committed bodies.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreError;
+
+/// The data dir's layout.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub root: PathBuf,
+    pub incoming: PathBuf,
+    pub files: PathBuf,
+}
+
+impl Dirs {
+    /// The layout under `root`, created if missing.
+    pub fn create(root: &Path) -> io::Result<Dirs> {
+        let dirs = Dirs {
+            root: root.to_path_buf(),
+            incoming: root.join("incoming"),
+            files: root.join("files"),
+        };
+        fs::create_dir_all(&dirs.incoming)?;
+        fs::create_dir_all(&dirs.files)?;
+        Ok(dirs)
+    }
+
+    /// The database file.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("hookd.db")
+    }
+
+    /// Where a committed body file is, allowing for the instant between commit and move.
+    pub fn committed_path(&self, id: &str) -> io::Result<PathBuf> {
+        let done = self.files.join(id);
+        if done.exists() {
+            return Ok(done);
+        }
+        let pending = self.incoming.join(id);
+        if pending.exists() {
+            return Ok(pending);
+        }
+        // The move may have completed between the two checks.
+        if done.exists() {
+            return Ok(done);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("body file {id} is missing from {}", self.files.display()),
+        ))
+    }
+
+    /// Moves committed bodies from `incoming/` to `files/` and makes the moves durable.
+    pub fn promote(&self, ids: &[String]) -> io::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            fs::rename(self.incoming.join(id), self.files.join(id))?;
+        }
+        sync_dir(&self.files)?;
+        sync_dir(&self.incoming)
+    }
+
+    /// Deletes an uncommitted body file (best effort: start-up recovery catches leftovers).
+    pub fn discard(&self, id: Option<&str>) {
+        if let Some(id) = id {
+            let _ = fs::remove_file(self.incoming.join(id));
+        }
+    }
+
+    /// Settles what a crash left in `incoming/`: committed bodies move on, the rest is deleted.
+    /// Returns (moved, deleted).
+    pub fn recover(&self, conn: &Connection) -> Result<(usize, usize), StoreError> {
+        let (mut moved, mut deleted) = (0, 0);
+        let mut committed = conn.prepare("SELECT 1 FROM messages WHERE body_file = ?1")?;
+        for entry in fs::read_dir(&self.incoming)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_committed = committed
+                .query_row([&name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if is_committed {
+                fs::rename(entry.path(), self.files.join(&name))?;
+                moved += 1;
+            } else {
+                fs::remove_file(entry.path())?;
+                deleted += 1;
+            }
+        }
+        if moved > 0 {
+            sync_dir(&self.files)?;
+        }
+        Ok((moved, deleted))
+    }
+}
+
+/// fsyncs a directory so that renames and creations in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

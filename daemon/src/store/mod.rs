@@ -1,0 +1,254 @@
+//! The store owns SQLite. One writer thread commits batches (group commit) and answers each
+//! operation only after its batch is committed; reader threads serve queries on their own
+//! read-only connections. The async side talks to both through channels, so no rusqlite type
+//! ever crosses an `.await`.
+
+mod error;
+pub mod files;
+pub mod messages;
+mod reader;
+mod schema;
+pub mod tokens;
+pub mod webhooks;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Synchronous;
+use crate::events::Bus;
+pub use error::StoreError;
+pub use files::Dirs;
+pub use messages::{Capture, CapturedBody, PartRecord};
+pub use tokens::{TokenAuth, TokenRow};
+pub use webhooks::{WebhookPut, WebhookRow};
+use writer::{Job, Op, Outcome};
+
+/// Operations queued for the writer before senders wait; bounds memory under bursts.
+const WRITE_QUEUE: usize = 4096;
+/// Reader threads; each has its own connection.
+const READERS: usize = 2;
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    readers: reader::Pool,
+    shared: Arc<Shared>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// State the writer updates after each commit and the async side reads without a query.
+pub(crate) struct Shared {
+    webhooks: RwLock<HashMap<String, Arc<WebhookRow>>>,
+    tokens: RwLock<HashMap<[u8; 32], TokenAuth>>,
+    dirs: Dirs,
+    bus: Bus,
+    public_url: String,
+}
+
+/// What `Store::open` needs.
+pub struct StoreConfig {
+    pub data_dir: std::path::PathBuf,
+    pub synchronous: Synchronous,
+    /// Base of `webhookUrl` in webhook events.
+    pub public_url: String,
+    pub bus: Bus,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database, settles files left by a crash, loads the
+    /// webhook and token caches and starts the writer and reader threads.
+    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        let dirs = Dirs::create(&cfg.data_dir)?;
+        let mut conn = Connection::open(dirs.db())?;
+        configure(&conn)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match cfg.synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )?;
+        schema::migrate(&mut conn)?;
+        let (moved, deleted) = dirs.recover(&conn)?;
+        if moved + deleted > 0 {
+            tracing::info!(moved, deleted, "settled body files left by an unclean stop");
+        }
+        let webhooks = webhooks::load_all(&conn)?
+            .into_iter()
+            .map(|w| (w.uuid.clone(), Arc::new(w)))
+            .collect();
+        let tokens = tokens::load_all(&conn)?
+            .into_iter()
+            .map(|t| (t.hash, t.auth()))
+            .collect();
+        let shared = Arc::new(Shared {
+            webhooks: RwLock::new(webhooks),
+            tokens: RwLock::new(tokens),
+            dirs: dirs.clone(),
+            bus: cfg.bus,
+            public_url: cfg.public_url,
+        });
+        let readers = reader::Pool::start(READERS, || {
+            let c = Connection::open_with_flags(
+                dirs.db(),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&c)?;
+            Ok(c)
+        })?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("hookd-writer".into())
+            .spawn(move || writer::run(conn, rx, writer_shared))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                writer: tx,
+                readers,
+                shared,
+                writer_thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The webhook with this uuid, from memory.
+    pub fn webhook(&self, uuid: &str) -> Option<Arc<WebhookRow>> {
+        read_lock(&self.inner.shared.webhooks).get(uuid).cloned()
+    }
+
+    /// Who a token hash belongs to, from memory.
+    pub fn token(&self, hash: &[u8; 32]) -> Option<TokenAuth> {
+        read_lock(&self.inner.shared.tokens).get(hash).cloned()
+    }
+
+    /// Accepts a token that is not stored (the `HOOKD_ADMIN_TOKEN` one) until the daemon stops.
+    pub fn accept_unstored_token(&self, hash: [u8; 32], auth: TokenAuth) {
+        write_lock(&self.inner.shared.tokens).insert(hash, auth);
+    }
+
+    /// The data dir's layout.
+    pub fn dirs(&self) -> &Dirs {
+        &self.inner.shared.dirs
+    }
+
+    /// The base of every `webhookUrl`.
+    pub fn public_url(&self) -> &str {
+        &self.inner.shared.public_url
+    }
+
+    /// Commits a captured request; returns once it is on disk.
+    pub async fn capture(&self, c: Capture) -> Result<hookd_shared::MessageSummary, StoreError> {
+        match self.write(Op::Capture(Box::new(c))).await? {
+            Outcome::Captured(s) => Ok(s),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Creates or edits a webhook; `true` when it was created.
+    pub async fn put_webhook(&self, put: WebhookPut) -> Result<(WebhookRow, bool), StoreError> {
+        match self.write(Op::PutWebhook(put)).await? {
+            Outcome::Webhook(w, created) => Ok((w, created)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Deletes a webhook (its messages stay).
+    pub async fn delete_webhook(&self, uuid: String) -> Result<WebhookRow, StoreError> {
+        match self.write(Op::DeleteWebhook(uuid)).await? {
+            Outcome::Webhook(w, _) => Ok(w),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Stores a new token.
+    pub async fn create_token(&self, t: TokenRow) -> Result<TokenRow, StoreError> {
+        match self.write(Op::CreateToken(t)).await? {
+            Outcome::Token(t) => Ok(t),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Deletes a token by id.
+    pub async fn delete_token(&self, id: String) -> Result<TokenRow, StoreError> {
+        match self.write(Op::DeleteToken(id)).await? {
+            Outcome::Token(t) => Ok(t),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Commits a small write: proves the database is writable.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        self.write(Op::Ping).await.map(|_| ())
+    }
+
+    /// Runs a query on a reader thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.readers.run(f).await
+    }
+
+    /// Lets the writer commit what is queued, then stops it. Later writes fail with `Closed`.
+    pub async fn shutdown(&self) {
+        let _ = self.write(Op::Shutdown).await;
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Commit("the writer answered with an unexpected outcome".into())
+}
+
+/// Settings every connection gets.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !conn.is_readonly(rusqlite::MAIN_DB)? {
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Schema(format!(
+                "SQLite refused WAL mode (got '{mode}'); is the data dir on a network filesystem?"
+            )));
+        }
+    }
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

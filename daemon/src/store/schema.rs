@@ -1,0 +1,115 @@
+//! The database schema as numbered migrations, tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Each entry moves the schema from version `i` to `i + 1`. Append only; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 1: webhooks, captured messages, the event log, API tokens, meta.
+    r#"
+    CREATE TABLE webhooks (
+        uuid TEXT PRIMARY KEY,
+        event_key TEXT NOT NULL,
+        payload_type TEXT NOT NULL,
+        max_payload_length INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        last_received_at INTEGER
+    );
+
+    -- One row per captured request. `seq` orders them; `id` (a UUIDv7) is what the API shows.
+    -- The body lives inline (`body`) when small, else in files/<body_file>.
+    -- `parts` is the multipart layout: offsets into the body, never a second copy of the bytes.
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        webhook_uuid TEXT NOT NULL,
+        event_key TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        verification TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        remote_addr TEXT NOT NULL,
+        content_type TEXT,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        file_count INTEGER NOT NULL,
+        parts TEXT,
+        body_file TEXT,
+        body BLOB
+    );
+    CREATE INDEX messages_by_webhook ON messages (webhook_uuid, seq);
+    CREATE INDEX messages_by_body_file ON messages (body_file) WHERE body_file IS NOT NULL;
+
+    -- Every event, written in the same transaction as what it describes. Message events refer
+    -- to their message row instead of copying it.
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        event_key TEXT,
+        message_seq INTEGER,
+        data TEXT
+    );
+
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+
+    -- Small named values; `healthz` writes its probe here.
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// Brings the database to the latest schema, each step in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = current.max(0) as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {current}, but this hookd knows only up to {}; \
+             upgrade hookd or use another --data-dir",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_refuse_newer_schemas() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("first run");
+        migrate(&mut conn).expect("second run is a no-op");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v as usize, MIGRATIONS.len());
+        conn.pragma_update(None, "user_version", 999).expect("set");
+        let err = migrate(&mut conn).expect_err("newer schema refused");
+        assert!(err.to_string().contains("999"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The writer thread: the only place that writes to SQLite.
+//!
+//! It takes the first queued operation, drains whatever else is queued (up to `MAX_BATCH`),
+//! applies each in its own savepoint (so one bad operation does not sink the others) inside one
+//! transaction, and commits once. Only after the commit does it update the in-memory caches,
+//! move body files into place, publish events and answer the waiters. Concurrent receivers
+//! therefore share one fsync instead of queueing one each.
+
+use std::sync::Arc;
+
+use hookd_shared::{Event, MessageSummary};
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::{self, Capture};
+use super::tokens::{self, TokenRow};
+use super::webhooks::{self, WebhookPut, WebhookRow};
+use super::{Shared, StoreError, write_lock};
+
+/// Most operations in one transaction; bounds the latency a large batch adds.
+const MAX_BATCH: usize = 512;
+
+/// A write the writer thread performs.
+pub(crate) enum Op {
+    Capture(Box<Capture>),
+    PutWebhook(WebhookPut),
+    DeleteWebhook(String),
+    CreateToken(TokenRow),
+    DeleteToken(String),
+    Ping,
+    Shutdown,
+}
+
+impl Op {
+    /// The `incoming/` body file this operation commits, if any: the writer owns it from now on.
+    fn body_file(&self) -> Option<String> {
+        match self {
+            Op::Capture(c) => match &c.body {
+                super::CapturedBody::File(id) => Some(id.clone()),
+                super::CapturedBody::Inline(_) => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// What a committed operation produced.
+pub(crate) enum Outcome {
+    Captured(MessageSummary),
+    Webhook(WebhookRow, bool),
+    Token(TokenRow),
+    Done,
+}
+
+/// An operation and the channel its committed outcome goes back on.
+pub(crate) struct Job {
+    pub op: Op,
+    pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// What applying an operation inside the transaction yields; acted on only after the commit.
+pub(crate) struct Applied {
+    pub outcome: Outcome,
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+}
+
+/// A change to make outside SQLite once the transaction has committed.
+pub(crate) enum Effect {
+    CacheWebhook(Arc<WebhookRow>),
+    UncacheWebhook(String),
+    CacheToken(TokenRow),
+    UncacheToken([u8; 32]),
+    PromoteFile(String),
+}
+
+impl Applied {
+    pub fn new(outcome: Outcome) -> Applied {
+        Applied {
+            outcome,
+            events: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// The writer loop; returns when the channel closes or a `Shutdown` is committed.
+pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|j| matches!(j.op, Op::Shutdown));
+        commit_batch(&mut conn, &mut batch, &shared);
+        if stop {
+            rx.close();
+            // Answer whatever raced in behind the shutdown instead of leaving it hanging.
+            while let Ok(job) = rx.try_recv() {
+                let _ = job.reply.send(Err(StoreError::Closed));
+            }
+            break;
+        }
+    }
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!("final checkpoint failed: {e}");
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared) {
+    let mut results = Vec::with_capacity(batch.len());
+    let committed = (|| -> Result<(), rusqlite::Error> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in batch.drain(..) {
+            let file = job.op.body_file();
+            let applied = match tx.savepoint() {
+                Ok(sp) => match apply(&sp, job.op, shared) {
+                    Ok(a) => sp.commit().map(|_| a).map_err(StoreError::from),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e.into()),
+            };
+            if applied.is_err() {
+                shared.dirs.discard(file.as_deref());
+            }
+            results.push((job.reply, applied, file));
+        }
+        tx.commit()
+    })();
+    if let Err(e) = committed {
+        tracing::error!(
+            "commit failed, {} operations not stored: {e}",
+            results.len()
+        );
+        // `batch` still holds the jobs if BEGIN itself failed.
+        for job in batch.drain(..) {
+            shared.dirs.discard(job.op.body_file().as_deref());
+            let _ = job.reply.send(Err(StoreError::Commit(e.to_string())));
+        }
+        for (reply, _, file) in results {
+            shared.dirs.discard(file.as_deref());
+            let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+        }
+        return;
+    }
+    let mut promote = Vec::new();
+    for (_, r, _) in &mut results {
+        if let Ok(applied) = r {
+            for effect in applied.effects.drain(..) {
+                match effect {
+                    Effect::CacheWebhook(w) => {
+                        write_lock(&shared.webhooks).insert(w.uuid.clone(), w);
+                    }
+                    Effect::UncacheWebhook(uuid) => {
+                        write_lock(&shared.webhooks).remove(&uuid);
+                    }
+                    Effect::CacheToken(t) => {
+                        write_lock(&shared.tokens).insert(t.hash, t.auth());
+                    }
+                    Effect::UncacheToken(hash) => {
+                        write_lock(&shared.tokens).remove(&hash);
+                    }
+                    Effect::PromoteFile(id) => promote.push(id),
+                }
+            }
+        }
+    }
+    if let Err(e) = shared.dirs.promote(&promote) {
+        // The rows are committed; start-up recovery finishes the move.
+        tracing::error!("moving committed body files failed (recovered at next start): {e}");
+    }
+    for (reply, r, _) in results {
+        let r = r.map(|applied| {
+            for event in applied.events {
+                shared.bus.publish(event);
+            }
+            applied.outcome
+        });
+        let _ = reply.send(r);
+    }
+}
+
+fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreError> {
+    let now = crate::clock::now_ms();
+    match op {
+        Op::Capture(c) => messages::insert(conn, *c, now),
+        Op::PutWebhook(put) => webhooks::put(conn, put, now, &shared.public_url),
+        Op::DeleteWebhook(uuid) => webhooks::delete(conn, &uuid, now, &shared.public_url),
+        Op::CreateToken(t) => tokens::insert(conn, t),
+        Op::DeleteToken(id) => tokens::delete(conn, &id),
+        Op::Ping => {
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('health', ?1)",
+                [now.to_string()],
+            )?;
+            Ok(Applied::new(Outcome::Done))
+        }
+        Op::Shutdown => Ok(Applied::new(Outcome::Done)),
+    }
+}
+
+/// Appends an event to the log and returns it with its sequence number.
+pub(crate) fn log_event(
+    conn: &Connection,
+    kind: hookd_shared::EventType,
+    at: i64,
+    event_key: Option<&str>,
+    message_seq: Option<i64>,
+    data: serde_json::Value,
+) -> Result<Event, StoreError> {
+    // Message events point at their row instead of storing a second copy of the summary.
+    let stored = message_seq.is_none().then(|| data.to_string());
+    let mut st = conn.prepare_cached(
+        "INSERT INTO events (at, type, event_key, message_seq, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    st.execute(rusqlite::params![
+        at,
+        kind.as_str(),
+        event_key,
+        message_seq,
+        stored
+    ])?;
+    Ok(Event {
+        seq: conn.last_insert_rowid() as u64,
+        kind,
+        at: crate::clock::rfc3339(at),
+        data,
+    })
+}

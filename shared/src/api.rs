@@ -1,0 +1,217 @@
+//! Request and response bodies of the command API (`/api/v3/command/<name>`), camelCase on the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// How a webhook's body is handed to pipelines (PIPEFORCE's `payloadType`).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadType {
+    /// The body as text (base64 when it is not UTF-8).
+    #[default]
+    Raw,
+    /// The body always base64-encoded.
+    Base64,
+    /// The body is stored but not handed to pipelines.
+    Ignore,
+}
+
+impl PayloadType {
+    /// The wire name (`raw`, `base64`, `ignore`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadType::Raw => "raw",
+            PayloadType::Base64 => "base64",
+            PayloadType::Ignore => "ignore",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(PayloadType::Raw),
+            "base64" => Some(PayloadType::Base64),
+            "ignore" => Some(PayloadType::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// What a token may do. Ordered: every role can do what the roles below it can.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only commands.
+    Viewer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// The wire name (`viewer`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An incoming webhook as `webhook.put` and `webhook.get` return it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub uuid: String,
+    pub event_key: String,
+    pub webhook_url: String,
+    pub payload_type: PayloadType,
+    pub max_payload_length: u64,
+    pub description: String,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Messages captured since the webhook was created.
+    pub message_count: u64,
+    pub last_received_at: Option<String>,
+}
+
+/// One captured request as `message.list` returns it (and `message.received` events carry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSummary {
+    pub id: String,
+    /// The webhook's uuid.
+    pub uuid: String,
+    pub event_key: String,
+    pub received_at: String,
+    pub method: String,
+    pub content_type: Option<String>,
+    /// Body size in bytes.
+    pub size: u64,
+    pub file_count: u32,
+    /// `accepted` (stored and fired).
+    pub status: String,
+    /// `none` until the webhook verifies signatures.
+    pub verification: String,
+}
+
+/// How `Message::body` is encoded.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    Utf8,
+    Base64,
+}
+
+/// A file part of a multipart capture.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    /// The `index=` that `message.file` takes.
+    pub index: u32,
+    /// The form field name.
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The full capture of one request, as `message.get` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(flatten)]
+    pub summary: MessageSummary,
+    pub path: String,
+    /// The query string exactly as received (without `?`).
+    pub query_string: String,
+    /// Decoded query pairs in order, repeated keys kept.
+    pub query: Vec<(String, String)>,
+    /// Header pairs, repeats kept; names lower-case (HTTP/1 names are case-insensitive).
+    pub headers: Vec<(String, String)>,
+    pub remote_addr: String,
+    pub sha256: String,
+    /// The body, or its first `bodyLimit` bytes when `bodyTruncated`; `message.body` gives all.
+    pub body: String,
+    pub encoding: BodyEncoding,
+    pub body_truncated: bool,
+    /// Form fields of urlencoded and multipart bodies, in order.
+    pub form: Vec<(String, String)>,
+    pub files: Vec<FileInfo>,
+}
+
+/// The answer to a successful `webhook.receive`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiveResponse {
+    pub message_id: String,
+    pub event_key: String,
+    pub status: String,
+}
+
+/// Every error response: `{"error": {...}}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+/// The body of an error response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ErrorBody {
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `invalid_param`.
+    pub code: String,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
+}
+
+/// An API token as `token.list` shows it (never the secret).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+/// `token.create`'s answer: the only time the secret is shown.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+/// A command as `command.list` describes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandInfo {
+    pub name: String,
+    pub description: String,
+    /// The role needed; `None` for public commands.
+    pub role: Option<Role>,
+    pub params: Vec<ParamInfo>,
+}
+
+/// One parameter of a command.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamInfo {
+    pub name: String,
+    /// `string`, `integer`, `boolean` or `json`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub required: bool,
+    pub description: String,
+}
