@@ -32,9 +32,18 @@ where
         "/healthz" => health(&app).await,
         "/api/v3/command/webhook.receive" | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
-            crate::receive::receive(&app, parts, body, remote)
-                .await
-                .map(|r| json_response(StatusCode::OK, &r))
+            match crate::receive::receive(&app, parts, body, remote).await {
+                Ok(r) => Ok(json_response(StatusCode::OK, &r)),
+                // The body may be half-read: close, so the client cannot reuse the connection
+                // with the rest of that body still in flight.
+                Err(e @ (Error::PayloadTooLarge(_) | Error::BadRequest(_))) => {
+                    let mut r = error::response(&e);
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            }
         }
         p if p.starts_with(COMMAND_PREFIX) => command(app.clone(), req).await,
         _ => Err(Error::NotFound(format!(

@@ -1,0 +1,421 @@
+//! `webhook.receive`: every request stored byte for byte, and refused requests store nothing.
+
+use hookd_e2e::{Daemon, Options, noise, sha256};
+use serde_json::{Value, json};
+
+async fn post(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = d
+        .http()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn message_id(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) -> String {
+    let (status, v) = post(d, url, content_type, body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "ok");
+    v["messageId"].as_str().expect("messageId").to_string()
+}
+
+/// Nothing in the database and no body file anywhere.
+async fn assert_nothing_stored(d: &Daemon) {
+    assert_eq!(d.ok("message.list", json!({})).await, json!([]));
+    for sub in ["files", "incoming"] {
+        let n = std::fs::read_dir(d.dir.join(sub))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{sub}/ should be empty");
+    }
+}
+
+#[tokio::test]
+async fn binary_json_and_invalid_json_bodies_are_stored_exactly() {
+    let d = Daemon::start().await;
+    let (url, uuid) = d.webhook("webhook.capture.test").await;
+
+    let mut binary = b"\x00\x00NUL\xff\xfe\xc3\x28 invalid utf-8 \x80\x00".to_vec();
+    binary.extend(noise(5000, 7));
+    let id = message_id(&d, &url, "application/octet-stream", binary.clone()).await;
+    assert_eq!(d.raw("message.body", json!({"id": id})).await.1, binary);
+    let m = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(m["sha256"], sha256(&binary));
+    assert_eq!(m["size"], binary.len());
+    assert_eq!(m["encoding"], "base64");
+    assert_eq!(m["uuid"], uuid.as_str());
+    assert_eq!(m["eventKey"], "webhook.capture.test");
+
+    // Whitespace, key order and escapes survive: nothing is re-encoded.
+    let json_body = b"{ \"b\" : 1,\n  \"a\": [1, 2.50, \"\\u00e9\"] }\n".to_vec();
+    let id = message_id(&d, &url, "application/json", json_body.clone()).await;
+    let (ct, got) = d.raw("message.body", json!({"id": id})).await;
+    assert_eq!(got, json_body);
+    assert_eq!(ct, "application/json");
+    let m = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(m["encoding"], "utf8");
+    assert_eq!(m["body"].as_str().map(str::as_bytes), Some(&json_body[..]));
+
+    let broken = b"{\"not\": json".to_vec();
+    let id = message_id(&d, &url, "application/json", broken.clone()).await;
+    assert_eq!(d.raw("message.body", json!({"id": id})).await.1, broken);
+
+    let list = d.ok("message.list", json!({"uuid": uuid})).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
+    assert_eq!(list[0]["id"], id.as_str(), "newest first");
+}
+
+#[tokio::test]
+async fn form_bodies_keep_bytes_and_show_fields_in_order() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.form").await;
+    let body = b"a=1&b=hello+world&a=2&c=%C3%A9".to_vec();
+    let id = message_id(&d, &url, "application/x-www-form-urlencoded", body.clone()).await;
+    assert_eq!(d.raw("message.body", json!({"id": id})).await.1, body);
+    let m = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(
+        m["form"],
+        json!([["a", "1"], ["b", "hello world"], ["a", "2"], ["c", "é"]])
+    );
+}
+
+/// A multipart body built by hand, so the test knows every byte.
+fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, filename, ctype, data) in parts {
+        b.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if let Some(f) = filename {
+            b.extend(format!("; filename=\"{f}\"").bytes());
+        }
+        b.extend(b"\r\n");
+        if let Some(ct) = ctype {
+            b.extend(format!("Content-Type: {ct}\r\n").bytes());
+        }
+        b.extend(b"\r\n");
+        b.extend(*data);
+        b.extend(b"\r\n");
+    }
+    b.extend(format!("--{boundary}--\r\n").bytes());
+    b
+}
+
+#[tokio::test]
+async fn multipart_with_three_files_is_stored_once_and_each_file_is_exact() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.upload").await;
+    let pdf = [b"%PDF-1.7\n".to_vec(), noise(20_000, 1)].concat();
+    // 5 MiB of binary that contains CRLF and a lookalike of the boundary.
+    let mut big = noise(5 * 1024 * 1024, 2);
+    big[1000..1016].copy_from_slice(b"\r\n--XBOUNDAR\r\n\r\n");
+    let png = [b"\x89PNG\r\n\x1a\n".to_vec(), noise(3000, 3)].concat();
+    let boundary = "XBOUNDARY";
+    let body = multipart(
+        boundary,
+        &[
+            ("note", None, None, b"hello"),
+            ("file", Some("a.pdf"), Some("application/pdf"), &pdf),
+            (
+                "file",
+                Some("big.bin"),
+                Some("application/octet-stream"),
+                &big,
+            ),
+            ("attachment", Some("b.png"), Some("image/png"), &png),
+        ],
+    );
+    let id = message_id(
+        &d,
+        &url,
+        &format!("multipart/form-data; boundary={boundary}"),
+        body.clone(),
+    )
+    .await;
+
+    let m = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(m["sha256"], sha256(&body));
+    assert_eq!(m["fileCount"], 3);
+    assert_eq!(m["form"], json!([["note", "hello"]]));
+    let files = m["files"].as_array().expect("files");
+    let expected: [(&str, &str, &str, &[u8]); 3] = [
+        ("file", "a.pdf", "application/pdf", &pdf),
+        ("file", "big.bin", "application/octet-stream", &big),
+        ("attachment", "b.png", "image/png", &png),
+    ];
+    for (i, (name, filename, ctype, bytes)) in expected.iter().enumerate() {
+        let f = &files[i];
+        assert_eq!(f["index"], i);
+        assert_eq!(f["name"], *name);
+        assert_eq!(f["filename"], *filename);
+        assert_eq!(f["contentType"], *ctype);
+        assert_eq!(f["size"], bytes.len());
+        assert_eq!(f["sha256"], sha256(bytes));
+        let (ct, got) = d.raw("message.file", json!({"id": id, "index": i})).await;
+        assert_eq!(ct, *ctype);
+        assert!(got == *bytes, "file {i} differs");
+    }
+    // The raw body is kept too, byte for byte, and stored only once.
+    assert!(d.raw("message.body", json!({"id": id})).await.1 == body);
+    let on_disk: u64 = std::fs::read_dir(d.dir.join("files"))
+        .expect("files dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert_eq!(on_disk, body.len() as u64);
+
+    let (status, _) = d.call("message.file", json!({"id": id, "index": 3})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn repeated_headers_and_query_keys_and_every_method_are_kept() {
+    let d = Daemon::start().await;
+    let (url, uuid) = d.webhook("webhook.headers").await;
+    let r = d
+        .http()
+        .put(format!("{url}&tag=a&tag=b&empty=&sp=x%20y"))
+        .header("X-Dup", "first")
+        .header("X-Other", "o")
+        .header("X-Dup", "second")
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    let id = r.json::<Value>().await.expect("json")["messageId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let m = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(m["method"], "PUT");
+    assert_eq!(
+        m["queryString"],
+        format!("uuid={uuid}&tag=a&tag=b&empty=&sp=x%20y")
+    );
+    assert_eq!(
+        m["query"],
+        json!([
+            ["uuid", uuid],
+            ["tag", "a"],
+            ["tag", "b"],
+            ["empty", ""],
+            ["sp", "x y"]
+        ])
+    );
+    let dups: Vec<&str> = m["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|h| h[0] == "x-dup")
+        .filter_map(|h| h[1].as_str())
+        .collect();
+    assert_eq!(dups, ["first", "second"]);
+
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    ] {
+        let r = d
+            .http()
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200, "{method}");
+    }
+    let r = d
+        .http()
+        .request(reqwest::Method::OPTIONS, &url)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 405);
+    let methods: Vec<String> = d
+        .ok("message.list", json!({"uuid": uuid}))
+        .await
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["method"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(methods, ["DELETE", "PATCH", "GET", "PUT"]);
+}
+
+#[tokio::test]
+async fn the_uuid_may_come_as_token_and_on_the_short_path() {
+    let d = Daemon::start().await;
+    let (_, uuid) = d.webhook("webhook.alias").await;
+    for url in [
+        format!("{}/api/v3/webhook.receive?uuid={uuid}", d.url),
+        format!("{}/api/v3/command/webhook.receive?token={uuid}", d.url),
+    ] {
+        let (status, _) = post(&d, &url, "text/plain", b"hi".to_vec()).await;
+        assert_eq!(status, 200, "{url}");
+    }
+    let r = d
+        .http()
+        .post(format!("{}/api/v3/command/webhook.receive", d.url))
+        .header("token", &uuid)
+        .body("hi")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        d.ok("message.list", json!({}))
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn too_large_bodies_get_413_and_store_nothing() {
+    let d = Daemon::start_with(Options {
+        args: vec!["--max-body".into(), "200KiB".into()],
+        ..Options::default()
+    })
+    .await;
+    let w = d
+        .ok(
+            "webhook.put",
+            json!({"eventKey": "webhook.small", "maxPayloadLength": 1000}),
+        )
+        .await;
+    let small = w["webhookUrl"].as_str().expect("url").to_string();
+    let (status, v) = post(&d, &small, "text/plain", vec![b'x'; 1001]).await;
+    assert_eq!(status, 413);
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1000 bytes")
+    );
+
+    // Chunked (no Content-Length) and past the spill threshold: caught while streaming.
+    let (big, _) = d.webhook("webhook.big").await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..30).map(|i| Ok(noise(10_000, i))).collect();
+    let r = d
+        .http()
+        .post(&big)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    // hyper may answer 413 before reading everything, or close the connection mid-upload.
+    if let Ok(r) = r {
+        assert_eq!(r.status().as_u16(), 413);
+    }
+    assert_nothing_stored(&d).await;
+    // Exactly at the limit is fine.
+    let (status, _) = post(&d, &small, "text/plain", vec![b'x'; 1000]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn unknown_disabled_and_deleted_webhooks_get_the_same_404() {
+    let d = Daemon::start().await;
+    let (url, uuid) = d.webhook("webhook.gone").await;
+    let unknown = format!(
+        "{}/api/v3/command/webhook.receive?uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10",
+        d.url
+    );
+    let no_uuid = format!("{}/api/v3/command/webhook.receive", d.url);
+    let (s1, unknown_body) = post(&d, &unknown, "text/plain", b"x".to_vec()).await;
+    let (s2, _) = post(&d, &no_uuid, "text/plain", b"x".to_vec()).await;
+    d.ok("webhook.put", json!({"uuid": uuid, "enabled": false}))
+        .await;
+    let (s3, disabled_body) = post(&d, &url, "text/plain", b"x".to_vec()).await;
+    d.ok("webhook.delete", json!({"uuid": uuid})).await;
+    let (s4, deleted_body) = post(&d, &url, "text/plain", b"x".to_vec()).await;
+    assert_eq!((s1, s2, s3, s4), (404, 404, 404, 404));
+    assert_eq!(unknown_body, disabled_body);
+    assert_eq!(unknown_body, deleted_body);
+    assert_nothing_stored(&d).await;
+}
+
+#[tokio::test]
+async fn malformed_multipart_gets_400_and_stores_nothing() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.broken").await;
+    // Large enough to have spilled to a file before the error shows.
+    let mut body = multipart("B", &[("file", Some("x.bin"), None, &noise(300_000, 5))]);
+    body.truncate(body.len() - 6); // drop the closing boundary
+    let (status, v) = post(&d, &url, "multipart/form-data; boundary=B", body).await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("closing boundary"),
+        "{v}"
+    );
+    let (status, v) = post(&d, &url, "multipart/form-data", b"--x--".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("boundary")
+    );
+    assert_nothing_stored(&d).await;
+}
+
+#[tokio::test]
+async fn message_list_filters_and_pages() {
+    let d = Daemon::start().await;
+    let (a, ua) = d.webhook("webhook.github.push").await;
+    let (b, _) = d.webhook("webhook.stripe.charge").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(message_id(&d, &a, "text/plain", format!("a{i}").into_bytes()).await);
+        message_id(&d, &b, "text/plain", format!("b{i}").into_bytes()).await;
+    }
+    let page = d.ok("message.list", json!({"uuid": ua, "limit": 2})).await;
+    let got: Vec<&str> = page
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(got, [ids[4].as_str(), ids[3].as_str()]);
+    let next = d
+        .ok(
+            "message.list",
+            json!({"uuid": ua, "limit": 10, "before": ids[3]}),
+        )
+        .await;
+    let got: Vec<&str> = next
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    let by_key = d
+        .ok("message.list", json!({"eventKey": "webhook.stripe"}))
+        .await;
+    assert_eq!(by_key.as_array().map(Vec::len), Some(5));
+    assert!(
+        by_key
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|m| m["eventKey"] == "webhook.stripe.charge")
+    );
+    let (status, _) = d.call("message.list", json!({"limit": 5000})).await;
+    assert_eq!(status, 400);
+    let w = d.ok("webhook.get", json!({"uuid": ua})).await;
+    assert_eq!(w["messageCount"], 5);
+    assert!(w["lastReceivedAt"].is_string());
+}

@@ -1,0 +1,135 @@
+//! What survives: a restart keeps everything; `kill -9` under load loses no acknowledged message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hookd_e2e::{Daemon, noise};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Notify};
+
+#[tokio::test]
+async fn a_restart_keeps_webhooks_messages_tokens_and_urls() {
+    let mut d = Daemon::start().await;
+    let (url, uuid) = d.webhook("webhook.restart").await;
+    let body = noise(100_000, 9); // spilled to a file
+    let r = d
+        .http()
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    let id = r.json::<Value>().await.expect("json")["messageId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let viewer = d
+        .ok("token.create", json!({"role": "viewer", "name": "v"}))
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let admin = d.token.clone();
+
+    d.stop().await;
+    d.start_again().await;
+
+    assert_eq!(d.token, admin, "the generated admin token is kept");
+    let w = d.ok("webhook.get", json!({"uuid": uuid})).await;
+    assert_eq!(w["eventKey"], "webhook.restart");
+    assert_eq!(w["messageCount"], 1);
+    assert_eq!(d.raw("message.body", json!({"id": id})).await.1, body);
+    let (status, _) = d.call_as(&viewer, "message.list", json!({})).await;
+    assert_eq!(status, 200);
+    // The same path and uuid still receive (the port is new, the URL path is not).
+    let path = url.split_once("/api/").expect("path").1;
+    let r = d
+        .http()
+        .post(format!("{}/api/{path}", d.url))
+        .body("again")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_message() {
+    const CLIENTS: usize = 32;
+    const KILL_AFTER: usize = 400;
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.crash").await;
+
+    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (http, url, acked, count, enough) = (
+            d.http().clone(),
+            url.clone(),
+            acked.clone(),
+            count.clone(),
+            enough.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0u64.. {
+                // Every 8th body is large enough to live in a file beside the database.
+                let len = if i % 8 == 0 {
+                    70_000
+                } else {
+                    512 + (i as usize % 700)
+                };
+                let body = noise(len, (client as u64) << 32 | i);
+                let Ok(r) = http.post(&url).body(body.clone()).send().await else {
+                    return;
+                };
+                if r.status().as_u16() != 200 {
+                    return;
+                }
+                let Ok(v) = r.json::<Value>().await else {
+                    return;
+                };
+                if let Some(id) = v["messageId"].as_str() {
+                    acked.lock().await.push((id.to_string(), body));
+                    if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                        enough.notify_one();
+                    }
+                }
+            }
+        }));
+    }
+    enough.notified().await;
+    d.kill9().await;
+    for t in tasks {
+        let _ = t.await;
+    }
+
+    d.start_again().await;
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() >= KILL_AFTER);
+    for (id, body) in &acked {
+        let (ct, got) = d.raw("message.body", json!({"id": id})).await;
+        assert_eq!(ct, "application/octet-stream");
+        assert!(got == *body, "message {id}: body differs after kill -9");
+    }
+    // Start-up settled every body file a crash left half-way.
+    let leftover = std::fs::read_dir(d.dir.join("incoming"))
+        .expect("incoming")
+        .count();
+    assert_eq!(leftover, 0);
+    let stored = std::fs::read_dir(d.dir.join("files"))
+        .expect("files")
+        .count();
+    let listed = d.ok("message.list", json!({"limit": 1000})).await;
+    let big = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|m| m["size"].as_u64() == Some(70_000))
+        .count();
+    assert_eq!(
+        stored, big,
+        "every file belongs to a message and every large message has its file"
+    );
+}
