@@ -83,8 +83,11 @@ async fn form_bodies_keep_bytes_and_show_fields_in_order() {
     );
 }
 
+/// One part: name, filename, content type, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
 /// A multipart body built by hand, so the test knows every byte.
-fn multipart(boundary: &str, parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+fn multipart(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
     let mut b = Vec::new();
     for (name, filename, ctype, data) in parts {
         b.extend(

@@ -53,6 +53,9 @@ async fn a_restart_keeps_webhooks_messages_tokens_and_urls() {
     assert_eq!(r.status().as_u16(), 200);
 }
 
+/// Message ids that got a 2xx, with the body sent.
+type Acked = Vec<(String, Vec<u8>)>;
+
 #[tokio::test]
 async fn kill_9_under_load_loses_no_acknowledged_message() {
     const CLIENTS: usize = 32;
@@ -60,7 +63,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     let mut d = Daemon::start().await;
     let (url, _) = d.webhook("webhook.crash").await;
 
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
     let enough = Arc::new(Notify::new());
     let mut tasks = Vec::new();

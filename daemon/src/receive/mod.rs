@@ -96,8 +96,13 @@ where
             sink.push(chunk).await.map_err(|e| sink_error(limit, e))?;
         }
     }
-    let (stored, guard, sha256, size, parts_found) =
-        sink.finish().await.map_err(|e| sink_error(limit, e))?;
+    let Finished {
+        body: stored,
+        guard,
+        sha256,
+        size,
+        parts: parts_found,
+    } = sink.finish().await.map_err(|e| sink_error(limit, e))?;
 
     let id = uuid::Uuid::now_v7();
     let capture = Capture {
@@ -235,34 +240,15 @@ impl Sink {
         Ok(())
     }
 
-    /// Ends the body: where it is stored (durably, if in a file), the guard that deletes the
-    /// file unless the commit succeeds, its hash and size, and its multipart parts.
-    #[allow(clippy::type_complexity)]
-    async fn finish(
-        self,
-    ) -> Result<
-        (
-            CapturedBody,
-            Option<TempFile>,
-            [u8; 32],
-            u64,
-            Vec<multipart::ParsedPart>,
-        ),
-        SinkError,
-    > {
+    /// Ends the body; a file is made durable before this returns.
+    async fn finish(self) -> Result<Finished, SinkError> {
         let parts = match self.parser {
             Some(p) => p.finish().map_err(SinkError::Multipart)?,
             None => Vec::new(),
         };
         let sha256: [u8; 32] = self.hasher.finalize().into();
-        match self.spill {
-            None => Ok((
-                CapturedBody::Inline(self.mem.freeze()),
-                None,
-                sha256,
-                self.size,
-                parts,
-            )),
+        let (body, guard) = match self.spill {
+            None => (CapturedBody::Inline(self.mem.freeze()), None),
             Some(mut s) => {
                 s.file.flush().await?;
                 s.file.get_ref().sync_all().await?;
@@ -270,16 +256,27 @@ impl Sink {
                 tokio::task::spawn_blocking(move || sync_dir(&incoming))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;
-                Ok((
-                    CapturedBody::File(s.id),
-                    Some(s.guard),
-                    sha256,
-                    self.size,
-                    parts,
-                ))
+                (CapturedBody::File(s.id), Some(s.guard))
             }
-        }
+        };
+        Ok(Finished {
+            body,
+            guard,
+            sha256,
+            size: self.size,
+            parts,
+        })
     }
+}
+
+/// A fully received body.
+struct Finished {
+    body: CapturedBody,
+    /// Deletes the body file unless disarmed.
+    guard: Option<TempFile>,
+    sha256: [u8; 32],
+    size: u64,
+    parts: Vec<multipart::ParsedPart>,
 }
 
 /// Deletes an uncommitted body file when the request fails or is dropped mid-way.
