@@ -422,3 +422,58 @@ async fn message_list_filters_and_pages() {
     assert_eq!(w["messageCount"], 5);
     assert!(w["lastReceivedAt"].is_string());
 }
+
+#[tokio::test]
+async fn too_many_multipart_parts_get_400_and_silent_clients_are_cut_off() {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("hookd.toml");
+    std::fs::write(&cfg, "[server]\nmaxParts = 2\nheaderReadTimeout = \"1s\"\n").expect("write");
+    let d = Daemon::start_with(Options {
+        args: vec!["--config".into(), cfg.to_string_lossy().into()],
+        ..Options::default()
+    })
+    .await;
+    let (url, _) = d.webhook("webhook.parts").await;
+    let three = multipart(
+        "B",
+        &[
+            ("a", None, None, b"1"),
+            ("b", None, None, b"2"),
+            ("c", None, None, b"3"),
+        ],
+    );
+    let (status, v) = post(&d, &url, "multipart/form-data; boundary=B", three).await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than 2 parts"),
+        "{v}"
+    );
+    assert_nothing_stored(&d).await;
+
+    // A client that connects and sends nothing, or half a request line, is closed by the
+    // daemon (read returns 0) instead of holding a connection forever.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = d.url.trim_start_matches("http://").to_string();
+    for partial in [
+        &b""[..],
+        b"POST /api/v3/command/webhook.receive HTTP/1.1\r\nHost: x\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(partial).await.expect("write");
+        let mut buf = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "connection still open after 10 s (timeout is 1 s)"
+        );
+    }
+    // Meanwhile the daemon keeps serving.
+    let (status, _) = post(&d, &url, "text/plain", b"ok".to_vec()).await;
+    assert_eq!(status, 200);
+}

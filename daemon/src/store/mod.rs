@@ -252,3 +252,82 @@ fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hookd_shared::EventType;
+
+    fn capture(uuid: &str, body: &'static [u8]) -> Capture {
+        Capture {
+            id: uuid::Uuid::now_v7(),
+            webhook_uuid: uuid.into(),
+            event_key: "a.b".into(),
+            received_at: crate::clock::now_ms(),
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: vec![("x-a".into(), "1".into())],
+            remote_addr: "127.0.0.1:1".into(),
+            content_type: None,
+            size: body.len() as u64,
+            sha256: [0; 32],
+            parts: Vec::new(),
+            body: CapturedBody::Inline(Bytes::from_static(body)),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_logged_and_published_in_commit_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus = Bus::default();
+        let mut rx = bus.subscribe();
+        let store = Store::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            synchronous: Synchronous::Normal,
+            public_url: "http://h".into(),
+            bus,
+        })
+        .expect("open");
+        let (w, created) = store
+            .put_webhook(WebhookPut {
+                event_key: Some("a.b".into()),
+                default_max_payload_length: 100,
+                ..WebhookPut::default()
+            })
+            .await
+            .expect("put");
+        assert!(created);
+        // Concurrent captures share batches; each still gets its own event.
+        let (a, b) = tokio::join!(
+            store.capture(capture(&w.uuid, b"1")),
+            store.capture(capture(&w.uuid, b"2"))
+        );
+        let ids = [a.expect("a").id, b.expect("b").id];
+
+        let first = rx.recv().await.expect("event");
+        assert_eq!((first.seq, first.kind), (1, EventType::WebhookCreated));
+        assert_eq!(
+            first.data["webhookUrl"],
+            format!("http://h/api/v3/command/webhook.receive?uuid={}", w.uuid)
+        );
+        let mut seen = Vec::new();
+        for seq in [2, 3] {
+            let e = rx.recv().await.expect("event");
+            assert_eq!((e.seq, e.kind), (seq, EventType::MessageReceived));
+            seen.push(e.data["id"].as_str().unwrap_or_default().to_string());
+        }
+        seen.sort();
+        let mut want = ids.to_vec();
+        want.sort();
+        assert_eq!(seen, want);
+        let logged: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?))
+            .await
+            .expect("count");
+        assert_eq!(logged, 3);
+        store.shutdown().await;
+        assert!(matches!(store.health().await, Err(StoreError::Closed)));
+    }
+}
