@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use hookd::cli::{self, CommandArgs};
 use hookd::config::{Config, Overrides};
 
+// glibc's allocator spent ~15% of the receive path's CPU in malloc/free under load (perf, see
+// docs/BENCHMARKS.md); mimalloc's thread-local heaps remove most of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "hookd", version, about = "hookd: a self-hosted webhook hub")]
 struct Cli {

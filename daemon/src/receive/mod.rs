@@ -104,20 +104,14 @@ where
         parts: parts_found,
     } = sink.finish().await.map_err(|e| sink_error(limit, e))?;
 
-    let id = uuid::Uuid::now_v7();
     let capture = Capture {
-        id,
         webhook_uuid: hook.uuid.clone(),
         event_key: hook.event_key.clone(),
         received_at,
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), header_text(v.as_bytes())))
-            .collect(),
+        headers_json: headers_json(&parts.headers),
         remote_addr: remote.to_string(),
         content_type,
         size,
@@ -143,10 +137,29 @@ where
     }
     let summary = app.store.capture(capture).await?;
     Ok(ReceiveResponse {
-        message_id: summary.id,
-        event_key: summary.event_key,
+        message_id: summary.id.clone(),
+        event_key: summary.event_key.clone(),
         status: "ok".into(),
     })
+}
+
+/// `[["name","value"],...]` in the order hyper keeps (repeats kept), written into one buffer.
+fn headers_json(headers: &http::HeaderMap) -> String {
+    let mut out = Vec::with_capacity(64 * headers.len());
+    out.push(b'[');
+    for (i, (k, v)) in headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let value = match v.to_str() {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => std::borrow::Cow::Owned(header_text(v.as_bytes())),
+        };
+        // Writing a (&str, &str) tuple into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &(k.as_str(), value.as_ref()));
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_else(|_| "[]".into())
 }
 
 /// The webhook uuid from `?uuid=`, `?token=` or a `token` header (PIPEFORCE accepts all three).
@@ -295,5 +308,30 @@ impl Drop for TempFile {
         if let Some(p) = self.path.take() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_serialize_as_pairs_with_repeats_and_escapes() {
+        let mut h = http::HeaderMap::new();
+        h.append("x-dup", http::HeaderValue::from_static("a"));
+        h.append("x-dup", http::HeaderValue::from_static("b\"c"));
+        h.append(
+            "x-bin",
+            http::HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
+        );
+        let v: Vec<(String, String)> = serde_json::from_str(&headers_json(&h)).expect("valid JSON");
+        assert_eq!(
+            v,
+            [
+                ("x-dup".to_string(), "a".to_string()),
+                ("x-dup".into(), "b\"c".into()),
+                ("x-bin".into(), "caf\u{e9}".into())
+            ]
+        );
     }
 }

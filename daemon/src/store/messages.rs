@@ -1,5 +1,7 @@
 //! Captured messages: the commit of one capture, and the queries over them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hookd_shared::{EventType, MessageSummary};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -9,6 +11,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
+use crate::events::EventData;
 
 /// One part of a multipart body: where its bytes are inside the stored body. Text fields also
 /// carry their value; file parts their hash.
@@ -47,14 +50,14 @@ pub enum CapturedBody {
 /// A request that `webhook.receive` accepted and wants committed.
 #[derive(Debug, Clone)]
 pub struct Capture {
-    pub id: Uuid,
     pub webhook_uuid: String,
     pub event_key: String,
     pub received_at: i64,
     pub method: String,
     pub path: String,
     pub query: String,
-    pub headers: Vec<(String, String)>,
+    /// Header pairs as a JSON array of `[name, value]`, serialized by the receiver.
+    pub headers_json: String,
     pub remote_addr: String,
     pub content_type: Option<String>,
     pub size: u64,
@@ -63,9 +66,31 @@ pub struct Capture {
     pub body: CapturedBody,
 }
 
+/// The public id of the message stored at `seq`: a UUIDv7 whose timestamp is `received_at` and
+/// whose 62-bit `rand_b` field holds `seq` (RFC 9562 allows a counter there). Ids stay unique,
+/// time-ordered and standard, and finding a message by id is a rowid lookup.
+pub fn message_id(received_at: i64, seq: i64) -> Uuid {
+    let mut tail = [0u8; 10];
+    tail[2..].copy_from_slice(&(seq as u64).to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(received_at.max(0) as u64, &tail).into_uuid()
+}
+
+/// The (received_at, seq) inside an id made by `message_id`.
+pub fn decode_message_id(id: Uuid) -> Option<(i64, i64)> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let b = id.as_bytes();
+    let mut ms = [0u8; 8];
+    ms[2..].copy_from_slice(&b[..6]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&b[8..]);
+    let seq = u64::from_be_bytes(seq) & ((1 << 62) - 1);
+    Some((u64::from_be_bytes(ms) as i64, seq as i64))
+}
+
 pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied, StoreError> {
     let file_count = c.parts.iter().filter(|p| p.is_file()).count() as u32;
-    let headers = serde_json::to_string(&c.headers).unwrap_or_else(|_| "[]".into());
     let parts = (!c.parts.is_empty())
         .then(|| serde_json::to_string(&c.parts).unwrap_or_else(|_| "[]".into()));
     let (body_file, body) = match &c.body {
@@ -73,20 +98,19 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         CapturedBody::File(id) => (Some(id.as_str()), None),
     };
     let mut st = conn.prepare_cached(
-        "INSERT INTO messages (id, webhook_uuid, event_key, received_at, status, verification, \
+        "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
          method, path, query, headers, remote_addr, content_type, size, sha256, file_count, parts, \
-         body_file, body) VALUES (?1, ?2, ?3, ?4, 'accepted', 'none', ?5, ?6, ?7, ?8, ?9, ?10, \
-         ?11, ?12, ?13, ?14, ?15, ?16)",
+         body_file, body) VALUES (?1, ?2, ?3, 'accepted', 'none', ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+         ?11, ?12, ?13, ?14, ?15)",
     )?;
     st.execute(params![
-        &c.id.as_bytes()[..],
         c.webhook_uuid,
         c.event_key,
         c.received_at,
         c.method,
         c.path,
         c.query,
-        headers,
+        c.headers_json,
         c.remote_addr,
         c.content_type,
         c.size as i64,
@@ -97,12 +121,8 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         body,
     ])?;
     let seq = conn.last_insert_rowid();
-    conn.prepare_cached(
-        "UPDATE webhooks SET message_count = message_count + 1, last_received_at = ?2 WHERE uuid = ?1",
-    )?
-    .execute(params![c.webhook_uuid, c.received_at])?;
-    let summary = MessageSummary {
-        id: c.id.to_string(),
+    let summary = Arc::new(MessageSummary {
+        id: message_id(c.received_at, seq).to_string(),
         uuid: c.webhook_uuid,
         event_key: c.event_key,
         received_at: rfc3339(c.received_at),
@@ -112,22 +132,35 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         file_count,
         status: "accepted".into(),
         verification: "none".into(),
-    };
-    let data = serde_json::to_value(&summary).unwrap_or_default();
-    let event = log_event(
-        conn,
-        EventType::MessageReceived,
-        now,
-        Some(&summary.event_key),
-        Some(seq),
-        data,
-    )?;
+    });
+    let data = EventData::Message(summary.clone());
+    let event = log_event(conn, EventType::MessageReceived, now, None, Some(seq), data)?;
+    let counted = (summary.uuid.clone(), c.received_at);
     let mut applied = Applied::new(Outcome::Captured(summary));
     applied.events.push(event);
+    applied.counted = Some(counted);
     if let CapturedBody::File(id) = c.body {
         applied.effects.push(Effect::PromoteFile(id));
     }
     Ok(applied)
+}
+
+/// Adds a batch's captures to their webhooks' counters: one statement per webhook, not per message.
+pub(super) fn count(conn: &Connection, counted: &[(String, i64)]) -> Result<(), StoreError> {
+    let mut per_hook: std::collections::HashMap<&str, (i64, i64)> = Default::default();
+    for (uuid, at) in counted {
+        let e = per_hook.entry(uuid).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = e.1.max(*at);
+    }
+    let mut st = conn.prepare_cached(
+        "UPDATE webhooks SET message_count = message_count + ?2, \
+         last_received_at = max(coalesce(last_received_at, 0), ?3) WHERE uuid = ?1",
+    )?;
+    for (uuid, (n, at)) in per_hook {
+        st.execute(params![uuid, n, at])?;
+    }
+    Ok(())
 }
 
 /// Filters of `message.list`.
@@ -140,22 +173,22 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
-const SUMMARY_COLUMNS: &str = "seq, id, webhook_uuid, event_key, received_at, method, content_type, \
+const SUMMARY_COLUMNS: &str = "seq, received_at, webhook_uuid, event_key, method, content_type, \
                                size, file_count, status, verification";
 
 fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<MessageSummary> {
-    let id: Vec<u8> = r.get(1)?;
+    let (seq, received_at): (i64, i64) = (r.get(0)?, r.get(1)?);
     Ok(MessageSummary {
-        id: Uuid::from_slice(&id).unwrap_or_default().to_string(),
+        id: message_id(received_at, seq).to_string(),
         uuid: r.get(2)?,
         event_key: r.get(3)?,
-        received_at: rfc3339(r.get(4)?),
-        method: r.get(5)?,
-        content_type: r.get(6)?,
-        size: r.get::<_, i64>(7)? as u64,
-        file_count: r.get(8)?,
-        status: r.get(9)?,
-        verification: r.get(10)?,
+        received_at: rfc3339(received_at),
+        method: r.get(4)?,
+        content_type: r.get(5)?,
+        size: r.get::<_, i64>(6)? as u64,
+        file_count: r.get(7)?,
+        status: r.get(8)?,
+        verification: r.get(9)?,
     })
 }
 
@@ -164,9 +197,8 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
     let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE 1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     if let Some(before) = f.before {
-        let seq = seq_of(conn, before)?.ok_or_else(|| {
-            StoreError::NotFound(format!("before={before}: no message with that id"))
-        })?;
+        let (_, seq) = decode_message_id(before)
+            .ok_or_else(|| StoreError::Invalid(format!("before={before} is not a message id")))?;
         sql.push_str(" AND seq < ?");
         args.push(Box::new(seq));
     }
@@ -184,16 +216,6 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
     let mut st = conn.prepare_cached(&sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn seq_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT seq FROM messages WHERE id = ?1",
-            [&id.as_bytes()[..]],
-            |r| r.get(0),
-        )
-        .optional()?)
 }
 
 /// Where a stored body is.
@@ -219,27 +241,30 @@ pub struct MessageRecord {
 
 /// One message by id.
 pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreError> {
+    let Some((received_at, seq)) = decode_message_id(id) else {
+        return Ok(None);
+    };
     let mut st = conn.prepare_cached(&format!(
         "SELECT {SUMMARY_COLUMNS}, path, query, headers, remote_addr, sha256, parts, body_file, body \
-         FROM messages WHERE id = ?1"
+         FROM messages WHERE seq = ?1 AND received_at = ?2"
     ))?;
     let rec = st
-        .query_row([&id.as_bytes()[..]], |r| {
-            let headers: String = r.get(13)?;
-            let sha: Vec<u8> = r.get(15)?;
-            let parts: Option<String> = r.get(16)?;
-            let body_file: Option<String> = r.get(17)?;
+        .query_row(params![seq, received_at], |r| {
+            let headers: String = r.get(12)?;
+            let sha: Vec<u8> = r.get(14)?;
+            let parts: Option<String> = r.get(15)?;
+            let body_file: Option<String> = r.get(16)?;
             let body = match body_file {
                 Some(f) => StoredBody::File(f),
-                None => StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(18)?.unwrap_or_default()),
+                None => StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(17)?.unwrap_or_default()),
             };
             Ok(MessageRecord {
                 seq: r.get(0)?,
                 summary: summary_from_row(r)?,
-                path: r.get(11)?,
-                query: r.get(12)?,
+                path: r.get(10)?,
+                query: r.get(11)?,
                 headers: serde_json::from_str(&headers).unwrap_or_default(),
-                remote_addr: r.get(14)?,
+                remote_addr: r.get(13)?,
                 sha256: sha.try_into().unwrap_or([0; 32]),
                 parts: parts
                     .and_then(|p| serde_json::from_str(&p).ok())
@@ -254,4 +279,21 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
 /// The message for an unknown message id.
 pub fn no_such_message(id: &str) -> String {
     format!("no message with id {id}; message.list shows them")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_round_trip_and_sort_by_time() {
+        let id = message_id(1_764_409_900_123, 42);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(decode_message_id(id), Some((1_764_409_900_123, 42)));
+        let big = (1i64 << 62) - 1;
+        assert_eq!(decode_message_id(message_id(5, big)), Some((5, big)));
+        assert!(message_id(1000, 9) < message_id(1001, 1));
+        assert!(message_id(1000, 1) < message_id(1000, 2));
+        assert_eq!(decode_message_id(Uuid::new_v4()), None);
+    }
 }

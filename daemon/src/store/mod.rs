@@ -148,7 +148,10 @@ impl Store {
     }
 
     /// Commits a captured request; returns once it is on disk.
-    pub async fn capture(&self, c: Capture) -> Result<hookd_shared::MessageSummary, StoreError> {
+    pub async fn capture(
+        &self,
+        c: Capture,
+    ) -> Result<Arc<hookd_shared::MessageSummary>, StoreError> {
         match self.write(Op::Capture(Box::new(c))).await? {
             Outcome::Captured(s) => Ok(s),
             _ => Err(unexpected()),
@@ -261,14 +264,13 @@ mod tests {
 
     fn capture(uuid: &str, body: &'static [u8]) -> Capture {
         Capture {
-            id: uuid::Uuid::now_v7(),
             webhook_uuid: uuid.into(),
             event_key: "a.b".into(),
             received_at: crate::clock::now_ms(),
             method: "POST".into(),
             path: "/".into(),
             query: String::new(),
-            headers: vec![("x-a".into(), "1".into())],
+            headers_json: r#"[["x-a","1"]]"#.into(),
             remote_addr: "127.0.0.1:1".into(),
             content_type: None,
             size: body.len() as u64,
@@ -304,19 +306,24 @@ mod tests {
             store.capture(capture(&w.uuid, b"1")),
             store.capture(capture(&w.uuid, b"2"))
         );
-        let ids = [a.expect("a").id, b.expect("b").id];
+        let ids = [a.expect("a").id.clone(), b.expect("b").id.clone()];
 
         let first = rx.recv().await.expect("event");
         assert_eq!((first.seq, first.kind), (1, EventType::WebhookCreated));
         assert_eq!(
-            first.data["webhookUrl"],
+            first.data.to_json()["webhookUrl"],
             format!("http://h/api/v3/command/webhook.receive?uuid={}", w.uuid)
         );
         let mut seen = Vec::new();
         for seq in [2, 3] {
             let e = rx.recv().await.expect("event");
             assert_eq!((e.seq, e.kind), (seq, EventType::MessageReceived));
-            seen.push(e.data["id"].as_str().unwrap_or_default().to_string());
+            seen.push(
+                e.data.to_json()["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         seen.sort();
         let mut want = ids.to_vec();

@@ -21,12 +21,12 @@ const MIGRATIONS: &[&str] = &[
         last_received_at INTEGER
     );
 
-    -- One row per captured request. `seq` orders them; `id` (a UUIDv7) is what the API shows.
+    -- One row per captured request. The API's message id is a UUIDv7 made of received_at and
+    -- seq (see messages::message_id), so no second index on an id column is needed.
     -- The body lives inline (`body`) when small, else in files/<body_file>.
     -- `parts` is the multipart layout: offsets into the body, never a second copy of the bytes.
     CREATE TABLE messages (
         seq INTEGER PRIMARY KEY,
-        id BLOB NOT NULL UNIQUE,
         webhook_uuid TEXT NOT NULL,
         event_key TEXT NOT NULL,
         received_at INTEGER NOT NULL,

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::StoreError;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
+use crate::events::EventData;
 
 /// A webhook as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,7 +187,7 @@ pub(super) fn put(
     } else {
         EventType::WebhookUpdated
     };
-    let data = serde_json::to_value(row.to_api(public_url)).unwrap_or_default();
+    let data = EventData::Json(serde_json::to_value(row.to_api(public_url)).unwrap_or_default());
     let event = log_event(conn, kind, now, Some(&row.event_key), None, data)?;
     let mut applied = Applied::new(Outcome::Webhook(row.clone(), created));
     applied.events.push(event);
@@ -202,7 +203,7 @@ pub(super) fn delete(
 ) -> Result<Applied, StoreError> {
     let row = get(conn, uuid)?.ok_or_else(|| StoreError::NotFound(no_such_webhook(uuid)))?;
     conn.execute("DELETE FROM webhooks WHERE uuid = ?1", [uuid])?;
-    let data = serde_json::to_value(row.to_api(public_url)).unwrap_or_default();
+    let data = EventData::Json(serde_json::to_value(row.to_api(public_url)).unwrap_or_default());
     let event = log_event(
         conn,
         EventType::WebhookDeleted,

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use hookd_shared::{Event, MessageSummary};
+use hookd_shared::MessageSummary;
+
+use crate::events::{BusEvent, EventData};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,7 +48,7 @@ impl Op {
 
 /// What a committed operation produced.
 pub(crate) enum Outcome {
-    Captured(MessageSummary),
+    Captured(Arc<MessageSummary>),
     Webhook(WebhookRow, bool),
     Token(TokenRow),
     Done,
@@ -61,8 +63,10 @@ pub(crate) struct Job {
 /// What applying an operation inside the transaction yields; acted on only after the commit.
 pub(crate) struct Applied {
     pub outcome: Outcome,
-    pub events: Vec<Event>,
+    pub events: Vec<BusEvent>,
     pub effects: Vec<Effect>,
+    /// A captured message to add to its webhook's counters (once per batch, not per message).
+    pub counted: Option<(String, i64)>,
 }
 
 /// A change to make outside SQLite once the transaction has committed.
@@ -80,6 +84,7 @@ impl Applied {
             outcome,
             events: Vec::new(),
             effects: Vec::new(),
+            counted: None,
         }
     }
 }
@@ -101,6 +106,7 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, shared: Arc
             rx.close();
             // Answer whatever raced in behind the shutdown instead of leaving it hanging.
             while let Ok(job) = rx.try_recv() {
+                shared.dirs.discard(job.op.body_file().as_deref());
                 let _ = job.reply.send(Err(StoreError::Closed));
             }
             break;
@@ -111,39 +117,22 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, shared: Arc
     }
 }
 
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared) {
     let mut results = Vec::with_capacity(batch.len());
-    let committed = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for job in batch.drain(..) {
-            let file = job.op.body_file();
-            let applied = match tx.savepoint() {
-                Ok(sp) => match apply(&sp, job.op, shared) {
-                    Ok(a) => sp.commit().map(|_| a).map_err(StoreError::from),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e.into()),
-            };
-            if applied.is_err() {
-                shared.dirs.discard(file.as_deref());
-            }
-            results.push((job.reply, applied, file));
-        }
-        tx.commit()
-    })();
-    if let Err(e) = committed {
+    let mut pending = std::mem::take(batch).into_iter();
+    if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared) {
         tracing::error!(
             "commit failed, {} operations not stored: {e}",
-            results.len()
+            results.len() + pending.len()
         );
-        // `batch` still holds the jobs if BEGIN itself failed.
-        for job in batch.drain(..) {
-            shared.dirs.discard(job.op.body_file().as_deref());
-            let _ = job.reply.send(Err(StoreError::Commit(e.to_string())));
-        }
-        for (reply, _, file) in results {
+        let msg = e.to_string();
+        let unapplied = pending.map(|job| (job.op.body_file(), job.reply));
+        let applied = results.into_iter().map(|(reply, _, file)| (file, reply));
+        for (file, reply) in applied.chain(unapplied) {
             shared.dirs.discard(file.as_deref());
-            let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+            let _ = reply.send(Err(StoreError::Commit(msg.clone())));
         }
         return;
     }
@@ -184,6 +173,52 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared) {
     }
 }
 
+/// Applies every job in one transaction and commits it. Captures run without a savepoint (they
+/// only fail on I/O errors, which doom the whole transaction anyway): their failure aborts the
+/// batch. Management operations get a savepoint each, so a refused one leaves the rest intact.
+fn apply_batch(
+    conn: &mut Connection,
+    pending: &mut std::vec::IntoIter<Job>,
+    results: &mut Vec<(Reply, Result<Applied, StoreError>, Option<String>)>,
+    shared: &Shared,
+) -> Result<(), StoreError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut counted = Vec::new();
+    for job in pending.by_ref() {
+        let file = job.op.body_file();
+        let applied = if matches!(job.op, Op::Capture(_)) {
+            match apply(&tx, job.op, shared) {
+                Ok(a) => Ok(a),
+                Err(e) => {
+                    results.push((job.reply, Err(StoreError::Commit(e.to_string())), file));
+                    return Err(e);
+                }
+            }
+        } else {
+            let sp = tx.savepoint()?;
+            match apply(&sp, job.op, shared) {
+                Ok(a) => sp.commit().map(|()| a).map_err(StoreError::from),
+                Err(e) => Err(e),
+            }
+        };
+        // Keep the file's name while it may still need deleting (if the commit fails).
+        let file = match &applied {
+            Ok(a) => {
+                counted.extend(a.counted.clone());
+                file
+            }
+            Err(_) => {
+                shared.dirs.discard(file.as_deref());
+                None
+            }
+        };
+        results.push((job.reply, applied, file));
+    }
+    messages::count(&tx, &counted)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreError> {
     let now = crate::clock::now_ms();
     match op {
@@ -210,10 +245,13 @@ pub(crate) fn log_event(
     at: i64,
     event_key: Option<&str>,
     message_seq: Option<i64>,
-    data: serde_json::Value,
-) -> Result<Event, StoreError> {
+    data: EventData,
+) -> Result<BusEvent, StoreError> {
     // Message events point at their row instead of storing a second copy of the summary.
-    let stored = message_seq.is_none().then(|| data.to_string());
+    let stored = match &data {
+        EventData::Json(v) => Some(v.to_string()),
+        EventData::Message(_) => None,
+    };
     let mut st = conn.prepare_cached(
         "INSERT INTO events (at, type, event_key, message_seq, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -224,10 +262,10 @@ pub(crate) fn log_event(
         message_seq,
         stored
     ])?;
-    Ok(Event {
+    Ok(BusEvent {
         seq: conn.last_insert_rowid() as u64,
         kind,
-        at: crate::clock::rfc3339(at),
+        at,
         data,
     })
 }
