@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::commands::Registry;
 use crate::config::Config;
@@ -18,6 +22,10 @@ pub struct App {
     pub registry: Registry,
     /// Where the generated admin token is, when there is one.
     pub admin_token_file: Option<PathBuf>,
+    /// Cancelled when the daemon stops; long-lived tasks (stream sessions) watch it.
+    pub shutdown: CancellationToken,
+    /// One permit per event stream client.
+    pub stream_permits: Arc<Semaphore>,
 }
 
 /// Start-up failures.
@@ -55,13 +63,52 @@ impl App {
         let admin_token_file = crate::auth::bootstrap(&store, config.admin_token.as_deref())
             .await
             .map_err(OpenError::Auth)?;
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
+            stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
             config,
             store,
             bus,
             registry: Registry::default(),
             admin_token_file,
-        }))
+            shutdown: CancellationToken::new(),
+        });
+        // One pass before serving, so `?since=` already sees a log within the limits.
+        prune_once(&app).await;
+        tokio::spawn(prune_events(app.clone()));
+        Ok(app)
+    }
+}
+
+/// Keeps the event log within `[events] maxCount` and `maxAge`.
+async fn prune_events(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => prune_once(&app).await,
+            () = app.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Prunes in chunks until nothing more is due.
+async fn prune_once(app: &App) {
+    let max_age = app.config.events.max_age.as_millis() as i64;
+    loop {
+        let before = crate::clock::now_ms() - max_age;
+        match app
+            .store
+            .prune_events(app.config.events.max_count, before)
+            .await
+        {
+            // A full chunk: more may be due; let other writes in between.
+            Ok(n) if n >= 10_000 => tokio::task::yield_now().await,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!("pruning the event log failed: {e}");
+                return;
+            }
+        }
     }
 }
 

@@ -29,6 +29,18 @@ pub struct Config {
     /// Most parts a multipart body may have.
     pub max_parts: usize,
     pub synchronous: Synchronous,
+    pub events: EventsConfig,
+}
+
+/// The event stream and its log.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// Most simultaneous WebSocket clients.
+    pub max_clients: usize,
+    /// The log keeps at most this many events...
+    pub max_count: u64,
+    /// ...and none older than this.
+    pub max_age: Duration,
 }
 
 /// SQLite's `synchronous` setting: what a 2xx survives.
@@ -54,6 +66,11 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             max_parts: 1000,
             synchronous: Synchronous::Full,
+            events: EventsConfig {
+                max_clients: 256,
+                max_count: 1_000_000,
+                max_age: Duration::from_secs(30 * 24 * 3600),
+            },
         }
     }
 
@@ -106,6 +123,16 @@ impl Config {
         }
         if let Some(v) = file.storage.synchronous {
             c.synchronous = v;
+        }
+        let e = file.events;
+        if let Some(v) = e.max_clients {
+            c.events.max_clients = v;
+        }
+        if let Some(v) = e.max_count {
+            c.events.max_count = v;
+        }
+        if let Some(v) = e.max_age {
+            c.events.max_age = v.0;
         }
         Ok(c)
     }
@@ -196,6 +223,8 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     storage: StorageSection,
+    #[serde(default)]
+    events: EventsSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -209,6 +238,14 @@ struct ServerSection {
     admin_token: Option<String>,
     header_read_timeout: Option<Seconds>,
     max_parts: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EventsSection {
+    max_clients: Option<usize>,
+    max_count: Option<u64>,
+    max_age: Option<Seconds>,
 }
 
 #[derive(Deserialize, Default)]

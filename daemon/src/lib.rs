@@ -13,5 +13,6 @@ pub mod http;
 pub mod receive;
 pub mod server;
 pub mod store;
+pub mod stream;
 
 pub use server::{run, serve};

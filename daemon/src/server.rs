@@ -41,7 +41,7 @@ pub async fn serve(
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let max = app.config.max_connections;
     let permits = Arc::new(Semaphore::new(max));
-    let stopping = CancellationToken::new();
+    let stopping = app.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
     loop {

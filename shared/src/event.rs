@@ -13,15 +13,19 @@ pub enum EventType {
     WebhookDeleted,
     #[serde(rename = "message.received")]
     MessageReceived,
+    /// Not logged: tells a stream client it fell behind (and how many events it lost, if any).
+    #[serde(rename = "stream.lagged")]
+    StreamLagged,
 }
 
 impl EventType {
     /// Every type, for parsing and for `?types=` filters.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::WebhookCreated,
         EventType::WebhookUpdated,
         EventType::WebhookDeleted,
         EventType::MessageReceived,
+        EventType::StreamLagged,
     ];
 
     /// The wire name.
@@ -31,6 +35,7 @@ impl EventType {
             EventType::WebhookUpdated => "webhook.updated",
             EventType::WebhookDeleted => "webhook.deleted",
             EventType::MessageReceived => "message.received",
+            EventType::StreamLagged => "stream.lagged",
         }
     }
 
@@ -50,4 +55,13 @@ pub struct Event {
     /// RFC 3339 time of the commit.
     pub at: String,
     pub data: serde_json::Value,
+}
+
+/// `data` of a `stream.lagged` frame.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lagged {
+    /// Events the client will never get (pruned from the log); 0 when it catches up from the log.
+    pub missed: u64,
+    pub reason: String,
 }

@@ -5,4 +5,4 @@ pub mod event;
 pub mod key;
 
 pub use api::*;
-pub use event::{Event, EventType};
+pub use event::{Event, EventType, Lagged};

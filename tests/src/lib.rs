@@ -300,3 +300,78 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A WebSocket client of `/api/v3/events`.
+pub struct Events {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+/// A handshake refused with an HTTP status (e.g. 401).
+#[derive(Debug)]
+pub struct Refused(pub u16);
+
+impl Daemon {
+    /// Connects to the event stream with the admin token and `query` (e.g. `since=3&types=message.*`).
+    pub async fn events(&self, query: &str) -> Events {
+        self.events_with(&format!("token={}&{query}", self.token), None)
+            .await
+            .expect("event stream handshake")
+    }
+
+    /// Connects with exactly `query`; `recv_buffer` shrinks the client's socket receive buffer so
+    /// a client that stops reading stalls quickly.
+    pub async fn events_with(
+        &self,
+        query: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<Events, Refused> {
+        use tokio_tungstenite::tungstenite::Error;
+        let addr: std::net::SocketAddr = self
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("daemon address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).expect("SO_RCVBUF");
+        }
+        let tcp = socket.connect(addr).await.expect("connect");
+        let url = format!("ws://{addr}/api/v3/events?{query}");
+        match tokio_tungstenite::client_async(url, tcp).await {
+            Ok((ws, _)) => Ok(Events { ws }),
+            Err(Error::Http(resp)) => Err(Refused(resp.status().as_u16())),
+            Err(e) => panic!("event stream handshake: {e}"),
+        }
+    }
+}
+
+impl Events {
+    /// The next event frame (pings skipped); panics after 30 s of silence.
+    pub async fn next(&mut self) -> Value {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("an event within 30 s")
+                .expect("stream open")
+                .expect("frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON frame"),
+                Message::Close(c) => {
+                    return json!({"type": "close", "code": c.map(|c| u16::from(c.code))});
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next `n` frames.
+    pub async fn take(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await);
+        }
+        out
+    }
+}

@@ -30,6 +30,7 @@ where
     let path = req.uri().path().to_string();
     let result = match path.as_str() {
         "/healthz" => health(&app).await,
+        "/api/v3/events" => crate::stream::handle(&app, req),
         "/api/v3/command/webhook.receive" | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
             match crate::receive::receive(&app, parts, body, remote).await {

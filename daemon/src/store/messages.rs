@@ -175,20 +175,24 @@ pub struct ListFilter {
 
 const SUMMARY_COLUMNS: &str = "seq, received_at, webhook_uuid, event_key, method, content_type, \
                                size, file_count, status, verification";
+/// The same columns from a `messages m` alias, for joins.
+pub(super) const SUMMARY_COLUMNS_M: &str = "m.seq, m.received_at, m.webhook_uuid, m.event_key, \
+     m.method, m.content_type, m.size, m.file_count, m.status, m.verification";
 
-fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<MessageSummary> {
-    let (seq, received_at): (i64, i64) = (r.get(0)?, r.get(1)?);
+/// A summary from the ten summary columns starting at column `base`.
+pub(super) fn summary_from_row(r: &Row<'_>, base: usize) -> rusqlite::Result<MessageSummary> {
+    let (seq, received_at): (i64, i64) = (r.get(base)?, r.get(base + 1)?);
     Ok(MessageSummary {
         id: message_id(received_at, seq).to_string(),
-        uuid: r.get(2)?,
-        event_key: r.get(3)?,
+        uuid: r.get(base + 2)?,
+        event_key: r.get(base + 3)?,
         received_at: rfc3339(received_at),
-        method: r.get(4)?,
-        content_type: r.get(5)?,
-        size: r.get::<_, i64>(6)? as u64,
-        file_count: r.get(7)?,
-        status: r.get(8)?,
-        verification: r.get(9)?,
+        method: r.get(base + 4)?,
+        content_type: r.get(base + 5)?,
+        size: r.get::<_, i64>(base + 6)? as u64,
+        file_count: r.get(base + 7)?,
+        status: r.get(base + 8)?,
+        verification: r.get(base + 9)?,
     })
 }
 
@@ -214,7 +218,9 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     args.push(Box::new(f.limit));
     let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        summary_from_row(r, 0)
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -260,7 +266,7 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
             };
             Ok(MessageRecord {
                 seq: r.get(0)?,
-                summary: summary_from_row(r)?,
+                summary: summary_from_row(r, 0)?,
                 path: r.get(10)?,
                 query: r.get(11)?,
                 headers: serde_json::from_str(&headers).unwrap_or_default(),

@@ -4,6 +4,7 @@
 //! ever crosses an `.await`.
 
 mod error;
+pub mod events;
 pub mod files;
 pub mod messages;
 mod reader;
@@ -186,6 +187,20 @@ impl Store {
     pub async fn delete_token(&self, id: String) -> Result<TokenRow, StoreError> {
         match self.write(Op::DeleteToken(id)).await? {
             Outcome::Token(t) => Ok(t),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Deletes old events beyond the retention limits (a chunk per call); returns how many.
+    pub async fn prune_events(&self, max_count: u64, before_ms: i64) -> Result<usize, StoreError> {
+        match self
+            .write(Op::PruneEvents {
+                max_count,
+                before_ms,
+            })
+            .await?
+        {
+            Outcome::Pruned(n) => Ok(n),
             _ => Err(unexpected()),
         }
     }

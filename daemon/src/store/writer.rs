@@ -30,6 +30,11 @@ pub(crate) enum Op {
     CreateToken(TokenRow),
     DeleteToken(String),
     Ping,
+    /// Prune the event log to `max_count` events and none older than `before_ms`.
+    PruneEvents {
+        max_count: u64,
+        before_ms: i64,
+    },
     Shutdown,
 }
 
@@ -51,6 +56,7 @@ pub(crate) enum Outcome {
     Captured(Arc<MessageSummary>),
     Webhook(WebhookRow, bool),
     Token(TokenRow),
+    Pruned(usize),
     Done,
 }
 
@@ -234,6 +240,10 @@ fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreErr
             )?;
             Ok(Applied::new(Outcome::Done))
         }
+        Op::PruneEvents {
+            max_count,
+            before_ms,
+        } => super::events::prune(conn, max_count, before_ms, 10_000),
         Op::Shutdown => Ok(Applied::new(Outcome::Done)),
     }
 }

@@ -1,0 +1,84 @@
+//! Reading and pruning the event log (events are written by the operations they describe).
+
+use std::sync::Arc;
+
+use hookd_shared::EventType;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::messages::summary_from_row;
+use super::writer::{Applied, Outcome};
+use crate::events::{BusEvent, EventData};
+
+/// Up to `limit` logged events after `after`, oldest first. Events of types this build does
+/// not know are skipped.
+pub fn after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<BusEvent>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT e.seq, e.at, e.type, e.data, {} FROM events e \
+         LEFT JOIN messages m ON m.seq = e.message_seq \
+         WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+        super::messages::SUMMARY_COLUMNS_M
+    ))?;
+    let mut rows = st.query(params![after as i64, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(2)?;
+        let Some(kind) = EventType::parse(&kind) else {
+            continue;
+        };
+        let data = match r.get::<_, Option<String>>(3)? {
+            Some(json) => EventData::Json(serde_json::from_str(&json).unwrap_or_default()),
+            None => match r.get::<_, Option<i64>>(4)? {
+                Some(_) => EventData::Message(Arc::new(summary_from_row(r, 4)?)),
+                // The message was deleted (retention); the event stays, without its summary.
+                None => EventData::Json(serde_json::Value::Null),
+            },
+        };
+        out.push(BusEvent {
+            seq: r.get::<_, i64>(0)? as u64,
+            at: r.get(1)?,
+            kind,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+/// The oldest and newest logged seq, if any.
+pub fn bounds(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(lo.zip(hi).map(|(lo, hi)| (lo as u64, hi as u64)))
+}
+
+/// Deletes the oldest events beyond `max_count` or older than `before_ms`, at most `chunk` rows
+/// per call so the writer never stalls on one huge delete.
+pub(super) fn prune(
+    conn: &Connection,
+    max_count: u64,
+    before_ms: i64,
+    chunk: u32,
+) -> Result<Applied, StoreError> {
+    let Some((_, hi)) = bounds(conn)? else {
+        return Ok(Applied::new(Outcome::Pruned(0)));
+    };
+    let by_count = hi.saturating_sub(max_count) as i64;
+    // `at` grows with `seq`, so walking from the oldest to the first young event touches only
+    // rows that are about to go anyway.
+    let first_young: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM events WHERE at >= ?1 ORDER BY seq LIMIT 1",
+            [before_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let by_age = first_young.map_or(hi as i64, |s| s - 1);
+    let cut = by_count.max(by_age);
+    let n = conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+        params![cut, chunk],
+    )?;
+    Ok(Applied::new(Outcome::Pruned(n)))
+}
