@@ -3,6 +3,7 @@
 //! read-only connections. The async side talks to both through channels, so no rusqlite type
 //! ever crosses an `.await`.
 
+mod checkpoint;
 mod error;
 pub mod events;
 pub mod files;
@@ -80,6 +81,10 @@ impl Store {
                 Synchronous::Normal => "NORMAL",
             },
         )?;
+        // Checkpoints run on their own thread (checkpoint.rs), never inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // After a burst, the WAL file shrinks back to this size once checkpointed.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
         let (moved, deleted) = dirs.recover(&conn)?;
         if moved + deleted > 0 {
@@ -108,11 +113,22 @@ impl Store {
             configure(&c)?;
             Ok(c)
         })?;
+        let checkpoints = Connection::open(dirs.db())?;
+        configure(&checkpoints)?;
+        let checkpointer = checkpoint::Checkpointer::start(checkpoints)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_shared))?;
+            .spawn(move || {
+                let conn = writer::run(conn, rx, writer_shared);
+                // Stop the periodic checkpoints, then fold the whole WAL into the database so a
+                // clean stop leaves a single file.
+                drop(checkpointer);
+                if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+                    tracing::warn!("final checkpoint failed: {e}");
+                }
+            })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: tx,

@@ -95,8 +95,12 @@ impl Applied {
     }
 }
 
-/// The writer loop; returns when the channel closes or a `Shutdown` is committed.
-pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+/// The writer loop; returns its connection when the channel closes or a `Shutdown` is committed.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+) -> Connection {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -118,9 +122,7 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, shared: Arc
             break;
         }
     }
-    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
-        tracing::warn!("final checkpoint failed: {e}");
-    }
+    conn
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
