@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod pipeline;
 pub mod receive;
 pub mod server;
 pub mod store;

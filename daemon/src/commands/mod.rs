@@ -55,6 +55,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// For messages: "a string", "an integer", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::String => "a string",
+            Kind::Integer => "an integer",
+            Kind::Boolean => "true or false",
+            Kind::Json => "JSON",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::String => "string",
@@ -143,6 +153,7 @@ impl Default for Registry {
             message::commands(),
             token::commands(),
             meta::commands(),
+            crate::pipeline::builtins::commands(),
         ] {
             for c in family {
                 commands.insert(c.name, c);
@@ -252,12 +263,7 @@ fn coerce(p: &Param, v: Value) -> Result<Value, Error> {
         Error::InvalidParam(format!(
             "{} must be {}, got {}",
             p.name,
-            match p.kind {
-                Kind::String => "a string",
-                Kind::Integer => "an integer",
-                Kind::Boolean => "true or false",
-                Kind::Json => "JSON",
-            },
+            p.kind.describe(),
             v
         ))
     };
