@@ -26,6 +26,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// One permit per event stream client.
     pub stream_permits: Arc<Semaphore>,
+    /// Compiled pipelines, listeners and the run queue.
+    pub pipelines: crate::pipeline::Runtime,
 }
 
 /// Start-up failures.
@@ -63,15 +65,29 @@ impl App {
         let admin_token_file = crate::auth::bootstrap(&store, config.admin_token.as_deref())
             .await
             .map_err(OpenError::Auth)?;
+        let registry = Registry::default();
+        let pipelines = crate::pipeline::Runtime::load(&store, &registry)
+            .await
+            .map_err(|source| OpenError::Store {
+                dir: config.data_dir.clone(),
+                source,
+            })?;
         let app = Arc::new(App {
             stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
             config,
             store,
             bus,
-            registry: Registry::default(),
+            registry,
             admin_token_file,
             shutdown: CancellationToken::new(),
+            pipelines,
         });
+        crate::pipeline::dispatch::start(&app)
+            .await
+            .map_err(|source| OpenError::Store {
+                dir: app.config.data_dir.clone(),
+                source,
+            })?;
         // One pass before serving, so `?since=` already sees a log within the limits.
         prune_once(&app).await;
         tokio::spawn(prune_events(app.clone()));

@@ -30,7 +30,53 @@ pub struct Config {
     pub max_parts: usize,
     pub synchronous: Synchronous,
     pub events: EventsConfig,
+    pub pipeline: PipelineConfig,
+    pub smtp: Option<SmtpConfig>,
 }
+
+/// Listener pipelines.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Runs at once; more wait in the queue.
+    pub workers: usize,
+    /// Every run's time limit.
+    pub timeout: Duration,
+    /// What a run may do as `anonymous` (before any iam.run.as).
+    pub anonymous_commands: Vec<String>,
+}
+
+/// The SMTP server `mail.send` uses.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub starttls: StartTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Default sender.
+    pub from: Option<String>,
+}
+
+/// Whether SMTP upgrades to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    None,
+    Opportunistic,
+    Required,
+}
+
+/// What anonymous runs may do unless `[pipeline] anonymousCommands` says otherwise.
+pub const DEFAULT_ANONYMOUS: [&str; 8] = [
+    "log",
+    "set",
+    "var.set",
+    "body.set",
+    "exit",
+    "event.send",
+    "webhook.send",
+    "mail.send",
+];
 
 /// The event stream and its log.
 #[derive(Debug, Clone)]
@@ -71,6 +117,12 @@ impl Config {
                 max_count: 1_000_000,
                 max_age: Duration::from_secs(30 * 24 * 3600),
             },
+            pipeline: PipelineConfig {
+                workers: 4,
+                timeout: Duration::from_secs(60),
+                anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
+            },
+            smtp: None,
         }
     }
 
@@ -133,6 +185,34 @@ impl Config {
         }
         if let Some(v) = e.max_age {
             c.events.max_age = v.0;
+        }
+        let p = file.pipeline;
+        if let Some(v) = p.workers {
+            c.pipeline.workers = v.max(1);
+        }
+        if let Some(v) = p.timeout {
+            c.pipeline.timeout = v.0;
+        }
+        if let Some(v) = p.anonymous_commands {
+            c.pipeline.anonymous_commands = v;
+        }
+        if let Some(m) = file.smtp {
+            let host = m.host.ok_or_else(|| {
+                ConfigError::Invalid(
+                    "[smtp] needs host (the SMTP server, e.g. smtp.example.com)".into(),
+                )
+            })?;
+            let starttls = m.starttls.unwrap_or(StartTls::Opportunistic);
+            c.smtp = Some(SmtpConfig {
+                port: m
+                    .port
+                    .unwrap_or(if starttls == StartTls::None { 25 } else { 587 }),
+                host,
+                starttls,
+                username: m.username,
+                password: m.password,
+                from: m.from,
+            });
         }
         Ok(c)
     }
@@ -225,6 +305,28 @@ struct FileConfig {
     storage: StorageSection,
     #[serde(default)]
     events: EventsSection,
+    #[serde(default)]
+    pipeline: PipelineSection,
+    smtp: Option<SmtpSection>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PipelineSection {
+    workers: Option<usize>,
+    timeout: Option<Seconds>,
+    anonymous_commands: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SmtpSection {
+    host: Option<String>,
+    port: Option<u16>,
+    starttls: Option<StartTls>,
+    username: Option<String>,
+    password: Option<String>,
+    from: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -215,3 +215,80 @@ pub struct ParamInfo {
     pub required: bool,
     pub description: String,
 }
+
+/// A stored pipeline as `pipeline.get` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineInfo {
+    /// Its key, e.g. `global/app/myapp/pipeline/on-lead`.
+    pub name: String,
+    /// The pattern of its `event.listen`, when it is a listener.
+    pub event_key: Option<String>,
+    /// The YAML (or JSON) as stored.
+    pub source: String,
+    /// The token name that stored it, and that token's role then.
+    pub stored_by: String,
+    pub stored_by_role: Role,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_run_at: Option<String>,
+}
+
+/// One run of a pipeline, as `execution.list` returns it (and `execution.*` events carry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    pub id: String,
+    pub pipeline: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// `event`, `replay`, `chain` (event.send) or `manual` (pipeline.run).
+    pub trigger: String,
+    pub event_key: Option<String>,
+    pub message_id: Option<String>,
+    /// The message whose event was replayed.
+    pub replay_of: Option<String>,
+    /// The user the run ended as (`anonymous` unless iam.run.as switched).
+    pub run_as: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// A finished run in full, as `execution.get` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    #[serde(flatten)]
+    pub summary: ExecutionSummary,
+    pub trace_id: String,
+    /// How deep in an event.send chain this run is (0 for a webhook's event).
+    pub depth: u32,
+    pub steps: Vec<StepLog>,
+    /// The final body (capped at 64 KiB; see `bodyTruncated`).
+    pub body: Option<serde_json::Value>,
+    pub body_truncated: bool,
+    /// Index (from 0) of the step that failed the run.
+    pub error_step: Option<u32>,
+}
+
+/// What one step of a run did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepLog {
+    pub index: u32,
+    pub command: String,
+    /// Line in the pipeline's source.
+    pub line: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `ok`, `skipped` (if was false), `failed`, or `continued` (failed, onError CONTINUE/LOG).
+    pub status: String,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -13,6 +13,16 @@ pub enum EventType {
     WebhookDeleted,
     #[serde(rename = "message.received")]
     MessageReceived,
+    #[serde(rename = "pipeline.created")]
+    PipelineCreated,
+    #[serde(rename = "pipeline.updated")]
+    PipelineUpdated,
+    #[serde(rename = "pipeline.deleted")]
+    PipelineDeleted,
+    #[serde(rename = "execution.started")]
+    ExecutionStarted,
+    #[serde(rename = "execution.finished")]
+    ExecutionFinished,
     /// Not logged: tells a stream client it fell behind (and how many events it lost, if any).
     #[serde(rename = "stream.lagged")]
     StreamLagged,
@@ -20,11 +30,16 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for parsing and for `?types=` filters.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 10] = [
         EventType::WebhookCreated,
         EventType::WebhookUpdated,
         EventType::WebhookDeleted,
         EventType::MessageReceived,
+        EventType::PipelineCreated,
+        EventType::PipelineUpdated,
+        EventType::PipelineDeleted,
+        EventType::ExecutionStarted,
+        EventType::ExecutionFinished,
         EventType::StreamLagged,
     ];
 
@@ -35,6 +50,11 @@ impl EventType {
             EventType::WebhookUpdated => "webhook.updated",
             EventType::WebhookDeleted => "webhook.deleted",
             EventType::MessageReceived => "message.received",
+            EventType::PipelineCreated => "pipeline.created",
+            EventType::PipelineUpdated => "pipeline.updated",
+            EventType::PipelineDeleted => "pipeline.deleted",
+            EventType::ExecutionStarted => "execution.started",
+            EventType::ExecutionFinished => "execution.finished",
             EventType::StreamLagged => "stream.lagged",
         }
     }

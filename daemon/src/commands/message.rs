@@ -1,6 +1,5 @@
 //! `message.list`, `message.get`, `message.body`, `message.file`: reading captured requests.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -10,8 +9,8 @@ use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
 use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
+use crate::store::Dirs;
 use crate::store::messages::{self, ListFilter, MessageRecord, StoredBody};
-use crate::store::{Dirs, StoreError};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
@@ -139,7 +138,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let (rec, preview) = app
         .store
         .read(move |_| {
-            let preview = read_range(&dirs, &rec.body, 0, size.min(BODY_PREVIEW))?;
+            let preview = messages::read_range(&dirs, &rec.body, 0, size.min(BODY_PREVIEW))?;
             Ok((rec, preview))
         })
         .await?;
@@ -221,29 +220,6 @@ fn is_urlencoded(content_type: &str) -> bool {
         t.trim()
             .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     })
-}
-
-/// `len` bytes of a stored body from `offset`.
-fn read_range(
-    dirs: &Dirs,
-    body: &StoredBody,
-    offset: u64,
-    len: u64,
-) -> Result<Vec<u8>, StoreError> {
-    match body {
-        StoredBody::Inline(b) => {
-            let start = (offset as usize).min(b.len());
-            let end = (start + len as usize).min(b.len());
-            Ok(b[start..end].to_vec())
-        }
-        StoredBody::File(id) => {
-            let mut f = std::fs::File::open(dirs.committed_path(id)?)?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut out = Vec::with_capacity(len as usize);
-            f.take(len).read_to_end(&mut out)?;
-            Ok(out)
-        }
-    }
 }
 
 /// Raw output for `len` bytes of a stored body from `offset`, streamed when on disk.

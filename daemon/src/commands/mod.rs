@@ -2,8 +2,10 @@
 //! required role once. The HTTP API, the CLI (through the HTTP API) and pipelines all dispatch
 //! through `Registry::dispatch`, so validation and authorization happen in one place.
 
+mod mail;
 mod message;
 mod meta;
+mod pipeline;
 mod token;
 mod webhook;
 
@@ -79,6 +81,8 @@ impl Kind {
 pub struct Call {
     pub params: Params,
     pub caller: Option<TokenAuth>,
+    /// The pipeline's body when a pipeline calls the command (`None` over HTTP).
+    pub input: Option<Value>,
 }
 
 /// Validated, typed parameters.
@@ -106,11 +110,18 @@ impl Params {
     pub fn bool(&self, name: &str) -> Option<bool> {
         self.0.get(name).and_then(Value::as_bool)
     }
+
+    /// A parameter as JSON.
+    pub fn json(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
 }
 
 /// What a command answers with.
 pub enum Output {
     Json(Value),
+    /// Done, nothing to say: HTTP answers `{"status":"ok"}`, a pipeline keeps its body.
+    None,
     /// Bytes as they were captured (`message.body`, `message.file`).
     Raw(RawOutput),
 }
@@ -153,6 +164,8 @@ impl Default for Registry {
             message::commands(),
             token::commands(),
             meta::commands(),
+            pipeline::commands(),
+            mail::commands(),
             crate::pipeline::builtins::commands(),
         ] {
             for c in family {
@@ -204,7 +217,39 @@ impl Registry {
             .ok_or_else(|| Error::UnknownCommand(name.to_string()))?;
         authorize(cmd, caller.as_ref())?;
         let params = validate(cmd, raw)?;
-        (cmd.handler)(app, Call { params, caller }).await
+        (cmd.handler)(
+            app,
+            Call {
+                params,
+                caller,
+                input: None,
+            },
+        )
+        .await
+    }
+
+    /// Runs a command whose permission the caller (a pipeline run) has already checked.
+    pub async fn invoke(
+        &self,
+        app: Arc<App>,
+        name: &str,
+        raw: Map<String, Value>,
+        caller: Option<TokenAuth>,
+        input: Option<Value>,
+    ) -> Result<Output, Error> {
+        let cmd = self
+            .get(name)
+            .ok_or_else(|| Error::UnknownCommand(name.to_string()))?;
+        let params = validate(cmd, raw)?;
+        (cmd.handler)(
+            app,
+            Call {
+                params,
+                caller,
+                input,
+            },
+        )
+        .await
     }
 }
 

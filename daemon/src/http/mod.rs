@@ -98,6 +98,10 @@ where
         .await?;
     match output {
         Output::Json(v) => Ok(json_response(StatusCode::OK, &v)),
+        Output::None => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
         Output::Raw(raw) => {
             let (body, len) = match raw.data {
                 RawData::Bytes(b) => {

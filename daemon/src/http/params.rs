@@ -45,6 +45,12 @@ pub fn parse(parts: &Parts, body: &Bytes) -> Result<Map<String, Value>, Error> {
                 insert(&mut out, k.into_owned(), Value::String(v.into_owned()))?;
             }
         }
+        // A pipeline sent as the body (pipeline.put, pipeline.run).
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| Error::BadRequest("the YAML body is not UTF-8".into()))?;
+            insert(&mut out, "pipeline".into(), Value::String(text.to_string()))?;
+        }
         other => {
             return Err(Error::BadRequest(format!(
                 "parameters must come as a JSON object, a form or the query string, not {other}"

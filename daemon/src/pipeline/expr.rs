@@ -40,24 +40,33 @@ impl Default for Engine {
         e.on_print(|_| {});
         e.on_debug(|_, _, _| {});
         e.disable_symbol("eval");
-        e.register_fn("convert_fromBase64", |s: &str| -> Result<String, Box<EvalAltResult>> {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(s.trim())
-                .map_err(|e| format!("@convert.fromBase64: not base64 ({e})"))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        e.register_fn(
+            "convert_fromBase64",
+            |s: &str| -> Result<String, Box<EvalAltResult>> {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|e| format!("@convert.fromBase64: not base64 ({e})"))?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            },
+        );
         e.register_fn("convert_toBase64", |d: Dynamic| {
             base64::engine::general_purpose::STANDARD.encode(text_of(&d))
         });
         e.register_fn("convert_toJson", |d: Dynamic| {
             serde_json::to_string(&to_json(d)).unwrap_or_default()
         });
-        e.register_fn("convert_fromJson", |s: &str| -> Result<Dynamic, Box<EvalAltResult>> {
-            let v: Value = serde_json::from_str(s).map_err(|e| format!("@convert.fromJson: {e}"))?;
-            rhai::serde::to_dynamic(v)
-        });
+        e.register_fn(
+            "convert_fromJson",
+            |s: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+                let v: Value =
+                    serde_json::from_str(s).map_err(|e| format!("@convert.fromJson: {e}"))?;
+                rhai::serde::to_dynamic(v)
+            },
+        );
         e.register_fn("date_now", || crate::clock::rfc3339(crate::clock::now_ms()));
-        e.register_fn("hash_sha256", |d: Dynamic| hex::encode(Sha256::digest(text_of(&d).as_bytes())));
+        e.register_fn("hash_sha256", |d: Dynamic| {
+            hex::encode(Sha256::digest(text_of(&d).as_bytes()))
+        });
         e.register_fn("text_lower", |s: &str| s.to_lowercase());
         e.register_fn("text_upper", |s: &str| s.to_uppercase());
         Engine { rhai: e }
@@ -348,39 +357,103 @@ mod tests {
 
     fn eval(expr: &str, body: Value) -> Result<Value, String> {
         let e = Engine::default();
-        let t = e.template(expr).map_err(|e| e.to_string())?.expect("has an expression");
+        let t = e
+            .template(expr)
+            .map_err(|e| e.to_string())?
+            .expect("has an expression");
         let (vars, headers) = (Map::from_iter([("n".to_string(), json!(3))]), Map::new());
-        e.eval(&t, &Context { body: &body, vars: &vars, headers: &headers })
+        e.eval(
+            &t,
+            &Context {
+                body: &body,
+                vars: &vars,
+                headers: &headers,
+            },
+        )
     }
 
     #[test]
     fn paths_types_and_operators() {
-        let body = json!({"payload": {"json": {"lead": {"name": "Ada", "tags": ["a", "b"], "score": 7}}}});
-        assert_eq!(eval("${body.payload.json.lead.name}", body.clone()), Ok(json!("Ada")));
-        assert_eq!(eval("${body.payload.json.lead}", body.clone()), Ok(json!({"name": "Ada", "tags": ["a", "b"], "score": 7})));
-        assert_eq!(eval("${body.payload.json.lead.tags[1]}", body.clone()), Ok(json!("b")));
-        assert_eq!(eval("${body.payload.json.lead[\"name\"]}", body.clone()), Ok(json!("Ada")));
-        assert_eq!(eval("${body.payload.json.lead.score > 5 && vars.n == 3}", body.clone()), Ok(json!(true)));
-        assert_eq!(eval("#{body.payload.json.lead.name == 'Ada' and not (vars.n != 3)}", body.clone()), Ok(json!(true)));
-        assert_eq!(eval("${body.payload.json.lead.score < 5 or false}", body.clone()), Ok(json!(false)));
-        assert_eq!(eval("New lead: ${body.payload.json.lead.name} (${vars.n})", body.clone()), Ok(json!("New lead: Ada (3)")));
+        let body =
+            json!({"payload": {"json": {"lead": {"name": "Ada", "tags": ["a", "b"], "score": 7}}}});
+        assert_eq!(
+            eval("${body.payload.json.lead.name}", body.clone()),
+            Ok(json!("Ada"))
+        );
+        assert_eq!(
+            eval("${body.payload.json.lead}", body.clone()),
+            Ok(json!({"name": "Ada", "tags": ["a", "b"], "score": 7}))
+        );
+        assert_eq!(
+            eval("${body.payload.json.lead.tags[1]}", body.clone()),
+            Ok(json!("b"))
+        );
+        assert_eq!(
+            eval("${body.payload.json.lead[\"name\"]}", body.clone()),
+            Ok(json!("Ada"))
+        );
+        assert_eq!(
+            eval(
+                "${body.payload.json.lead.score > 5 && vars.n == 3}",
+                body.clone()
+            ),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            eval(
+                "#{body.payload.json.lead.name == 'Ada' and not (vars.n != 3)}",
+                body.clone()
+            ),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            eval("${body.payload.json.lead.score < 5 or false}", body.clone()),
+            Ok(json!(false))
+        );
+        assert_eq!(
+            eval(
+                "New lead: ${body.payload.json.lead.name} (${vars.n})",
+                body.clone()
+            ),
+            Ok(json!("New lead: Ada (3)"))
+        );
         assert_eq!(eval("${'it''s'}", json!({})), Ok(json!("it's")));
         assert_eq!(eval("${'say \"hi\"'}", json!({})), Ok(json!("say \"hi\"")));
         assert_eq!(eval("${body.missing == null}", json!({})), Ok(json!(true)));
         assert_eq!(eval("${body.missing?.deeper}", json!({})), Ok(Value::Null));
-        assert!(eval("${body.missing.deeper}", json!({})).is_err(), "plain . on null fails");
+        assert!(
+            eval("${body.missing.deeper}", json!({})).is_err(),
+            "plain . on null fails"
+        );
     }
 
     #[test]
     fn utility_functions() {
-        assert_eq!(eval("${@convert.fromBase64('aGk=')}", json!({})), Ok(json!("hi")));
-        assert_eq!(eval("${@convert.toBase64('hi')}", json!({})), Ok(json!("aGk=")));
-        assert_eq!(eval("${@convert.fromJson('{\"a\":[1]}').a[0]}", json!({})), Ok(json!(1)));
-        assert_eq!(eval("${@convert.toJson(body)}", json!({"a": 1})), Ok(json!("{\"a\":1}")));
-        assert_eq!(eval("${@text.upper('x') + @text.lower('Y')}", json!({})), Ok(json!("Xy")));
+        assert_eq!(
+            eval("${@convert.fromBase64('aGk=')}", json!({})),
+            Ok(json!("hi"))
+        );
+        assert_eq!(
+            eval("${@convert.toBase64('hi')}", json!({})),
+            Ok(json!("aGk="))
+        );
+        assert_eq!(
+            eval("${@convert.fromJson('{\"a\":[1]}').a[0]}", json!({})),
+            Ok(json!(1))
+        );
+        assert_eq!(
+            eval("${@convert.toJson(body)}", json!({"a": 1})),
+            Ok(json!("{\"a\":1}"))
+        );
+        assert_eq!(
+            eval("${@text.upper('x') + @text.lower('Y')}", json!({})),
+            Ok(json!("Xy"))
+        );
         assert_eq!(
             eval("${@hash.sha256('abc')}", json!({})),
-            Ok(json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
+            Ok(json!(
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            ))
         );
         let now = eval("${@date.now()}", json!({})).expect("now");
         assert!(now.as_str().is_some_and(|s| s.ends_with('Z')));
@@ -389,15 +462,32 @@ mod tests {
     #[test]
     fn errors_name_the_position_and_text_without_expressions_is_left_alone() {
         let e = Engine::default();
-        assert!(e.template("plain text, {braces} and $ signs").expect("ok").is_none());
+        assert!(
+            e.template("plain text, {braces} and $ signs")
+                .expect("ok")
+                .is_none()
+        );
         let err = e.template("x ${body.a +} y").err().expect("syntax error");
         assert_eq!(err.text, "x ${body.a +} y");
         assert!(err.column >= 3 && err.column <= 13, "{err}");
         let err = e.template("${body.a").err().expect("unclosed");
         assert!(err.message.contains("never closed"), "{err}");
         // Runaway work is bounded by the sandbox.
-        let t = e.template("${\"x\".pad(100000000, \"y\")}").expect("compiles").expect("expr");
+        let t = e
+            .template("${\"x\".pad(100000000, \"y\")}")
+            .expect("compiles")
+            .expect("expr");
         let (m, b) = (Map::new(), Value::Null);
-        assert!(e.eval(&t, &Context { body: &b, vars: &m, headers: &m }).is_err());
+        assert!(
+            e.eval(
+                &t,
+                &Context {
+                    body: &b,
+                    vars: &m,
+                    headers: &m
+                }
+            )
+            .is_err()
+        );
     }
 }

@@ -84,7 +84,11 @@ struct Doc {
 }
 
 /// Parses and validates `source`.
-pub fn parse(source: &str, registry: &Registry, engine: &Engine) -> Result<Pipeline, PipelineError> {
+pub fn parse(
+    source: &str,
+    registry: &Registry,
+    engine: &Engine,
+) -> Result<Pipeline, PipelineError> {
     let doc: Doc = serde_saphyr::from_str(source).map_err(|e| PipelineError {
         line: e.location().map_or(1, |l| l.line() as usize),
         message: first_line(&e.to_string()),
@@ -123,10 +127,14 @@ pub fn parse(source: &str, registry: &Registry, engine: &Engine) -> Result<Pipel
             }
         };
         let Some(decl) = registry.get(&command) else {
-            return Err(err(format!("unknown command '{command}'; command.list shows them")));
+            return Err(err(format!(
+                "unknown command '{command}'; command.list shows them"
+            )));
         };
         if command == "event.listen" && i != 0 {
-            return Err(err("event.listen must be the first command of a pipeline".into()));
+            return Err(err(
+                "event.listen must be the first command of a pipeline".into()
+            ));
         }
         let mut step = Step {
             command: command.clone(),
@@ -138,7 +146,8 @@ pub fn parse(source: &str, registry: &Registry, engine: &Engine) -> Result<Pipel
             id: None,
         };
         for (name, value) in params {
-            let compiled = compile(&value, engine).map_err(|m| err(format!("{command} {name}: {m}")))?;
+            let compiled =
+                compile(&value, engine).map_err(|m| err(format!("{command} {name}: {m}")))?;
             match name.as_str() {
                 "if" => step.when = Some(compiled),
                 "onError" => {
@@ -146,11 +155,17 @@ pub fn parse(source: &str, registry: &Registry, engine: &Engine) -> Result<Pipel
                         Some("THROW") => OnError::Throw,
                         Some("CONTINUE") => OnError::Continue,
                         Some("LOG") => OnError::Log,
-                        _ => return Err(err(format!("onError must be THROW, CONTINUE or LOG, got {value}"))),
+                        _ => {
+                            return Err(err(format!(
+                                "onError must be THROW, CONTINUE or LOG, got {value}"
+                            )));
+                        }
                     }
                 }
                 "output" => {
-                    let path = value.as_str().ok_or_else(|| err("output must be a path such as vars.result".into()))?;
+                    let path = value
+                        .as_str()
+                        .ok_or_else(|| err("output must be a path such as vars.result".into()))?;
                     check_path(path).map_err(|m| err(format!("output: {m}")))?;
                     step.output = Some(path.to_string());
                 }
@@ -165,7 +180,8 @@ pub fn parse(source: &str, registry: &Registry, engine: &Engine) -> Result<Pipel
                         )));
                     };
                     if let ParamValue::Literal(v) = &compiled {
-                        check_literal(p.kind, v).map_err(|m| err(format!("{command} {name}: {m}")))?;
+                        check_literal(p.kind, v)
+                            .map_err(|m| err(format!("{command} {name}: {m}")))?;
                     }
                     step.params.push((name, compiled));
                 }
@@ -204,7 +220,11 @@ fn listen_of(step: &Step) -> Result<Listen, String> {
                 key::validate_pattern(k).map_err(|e| format!("event.listen eventKey {e}"))?;
                 event_key = Some(k.clone());
             }
-            ("eventKey", _) => return Err("event.listen eventKey must be a fixed pattern, not an expression".into()),
+            ("eventKey", _) => {
+                return Err(
+                    "event.listen eventKey must be a fixed pattern, not an expression".into(),
+                );
+            }
             ("filter", ParamValue::Template(t)) => filter = Some(t.clone()),
             ("filter", ParamValue::Literal(_)) => {
                 return Err("event.listen filter must be an expression, e.g. ${body.payload.json.amount > 100}".into());
@@ -230,14 +250,20 @@ fn compile(v: &Value, engine: &Engine) -> Result<ParamValue, String> {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), compile(v, engine)?)))
                 .collect::<Result<Vec<_>, String>>()?;
-            if parts.iter().all(|(_, p)| matches!(p, ParamValue::Literal(_))) {
+            if parts
+                .iter()
+                .all(|(_, p)| matches!(p, ParamValue::Literal(_)))
+            {
                 ParamValue::Literal(v.clone())
             } else {
                 ParamValue::Object(parts)
             }
         }
         Value::Array(a) => {
-            let parts = a.iter().map(|v| compile(v, engine)).collect::<Result<Vec<_>, String>>()?;
+            let parts = a
+                .iter()
+                .map(|v| compile(v, engine))
+                .collect::<Result<Vec<_>, String>>()?;
             if parts.iter().all(|p| matches!(p, ParamValue::Literal(_))) {
                 ParamValue::Literal(v.clone())
             } else {
@@ -252,7 +278,9 @@ fn compile(v: &Value, engine: &Engine) -> Result<ParamValue, String> {
 fn check_literal(kind: Kind, v: &Value) -> Result<(), String> {
     let ok = match kind {
         Kind::String => matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)),
-        Kind::Integer => v.as_i64().is_some() || v.as_str().is_some_and(|s| s.trim().parse::<i64>().is_ok()),
+        Kind::Integer => {
+            v.as_i64().is_some() || v.as_str().is_some_and(|s| s.trim().parse::<i64>().is_ok())
+        }
         Kind::Boolean => v.is_boolean() || matches!(v.as_str(), Some("true" | "false")),
         Kind::Json => true,
     };
@@ -270,7 +298,9 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err(format!("'{path}' must start with vars., body or headers."));
     }
     if root != "body" && !path.contains('.') {
-        return Err(format!("'{path}' needs a name after {root}., e.g. {root}.result"));
+        return Err(format!(
+            "'{path}' needs a name after {root}., e.g. {root}.result"
+        ));
     }
     if path.split('.').any(str::is_empty) {
         return Err(format!("'{path}' has an empty segment"));
@@ -309,24 +339,42 @@ mod tests {
 
     #[test]
     fn problems_are_reported_with_their_line() {
-        let e = p("pipeline:\n  - log:\n      message: x\n  - explode\n").err().expect("unknown command");
+        let e = p("pipeline:\n  - log:\n      message: x\n  - explode\n")
+            .err()
+            .expect("unknown command");
         assert_eq!(e.line, 4);
         assert!(e.message.contains("unknown command 'explode'"), "{e}");
-        let e = p("pipeline:\n  - log:\n      message: x\n  - event.listen:\n      eventKey: a.b\n").err().expect("listen not first");
+        let e =
+            p("pipeline:\n  - log:\n      message: x\n  - event.listen:\n      eventKey: a.b\n")
+                .err()
+                .expect("listen not first");
         assert_eq!(e.line, 4);
         assert!(e.message.contains("must be the first"));
-        let e = p("pipeline:\n  - log:\n      mesage: x\n").err().expect("bad param");
-        assert!(e.message.contains("unknown parameter 'mesage'") && e.message.contains("message"), "{e}");
-        let e = p("pipeline:\n  - log:\n      message: ${body.a +}\n").err().expect("bad expression");
+        let e = p("pipeline:\n  - log:\n      mesage: x\n")
+            .err()
+            .expect("bad param");
+        assert!(
+            e.message.contains("unknown parameter 'mesage'") && e.message.contains("message"),
+            "{e}"
+        );
+        let e = p("pipeline:\n  - log:\n      message: ${body.a +}\n")
+            .err()
+            .expect("bad expression");
         assert_eq!(e.line, 2);
         assert!(e.message.contains("invalid expression"), "{e}");
-        let e = p("pipeline:\n  - event.listen:\n      eventKey: Bad.Key\n").err().expect("bad key");
+        let e = p("pipeline:\n  - event.listen:\n      eventKey: Bad.Key\n")
+            .err()
+            .expect("bad key");
         assert!(e.message.contains("eventKey"));
         let e = p("pipeline: [a\n").err().expect("bad yaml");
         assert!(e.line >= 1);
-        let e = p("pipline:\n  - log\n").err().expect("unknown top-level key");
+        let e = p("pipline:\n  - log\n")
+            .err()
+            .expect("unknown top-level key");
         assert!(e.message.contains("pipline"), "{e}");
-        let e = p("pipeline:\n  - log:\n      message: x\n      output: nowhere\n").err().expect("bad output");
+        let e = p("pipeline:\n  - log:\n      message: x\n      output: nowhere\n")
+            .err()
+            .expect("bad output");
         assert!(e.message.contains("vars."), "{e}");
         let e = p("pipeline:\n  - exec\n").err().expect("missing param");
         assert!(e.message.contains("'command'"), "{e}");

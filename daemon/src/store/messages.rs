@@ -1,5 +1,6 @@
 //! Captured messages: the commit of one capture, and the queries over them.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
+pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
@@ -64,29 +66,6 @@ pub struct Capture {
     pub sha256: [u8; 32],
     pub parts: Vec<PartRecord>,
     pub body: CapturedBody,
-}
-
-/// The public id of the message stored at `seq`: a UUIDv7 whose timestamp is `received_at` and
-/// whose 62-bit `rand_b` field holds `seq` (RFC 9562 allows a counter there). Ids stay unique,
-/// time-ordered and standard, and finding a message by id is a rowid lookup.
-pub fn message_id(received_at: i64, seq: i64) -> Uuid {
-    let mut tail = [0u8; 10];
-    tail[2..].copy_from_slice(&(seq as u64).to_be_bytes());
-    uuid::Builder::from_unix_timestamp_millis(received_at.max(0) as u64, &tail).into_uuid()
-}
-
-/// The (received_at, seq) inside an id made by `message_id`.
-pub fn decode_message_id(id: Uuid) -> Option<(i64, i64)> {
-    if id.get_version_num() != 7 {
-        return None;
-    }
-    let b = id.as_bytes();
-    let mut ms = [0u8; 8];
-    ms[2..].copy_from_slice(&b[..6]);
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&b[8..]);
-    let seq = u64::from_be_bytes(seq) & ((1 << 62) - 1);
-    Some((u64::from_be_bytes(ms) as i64, seq as i64))
 }
 
 pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied, StoreError> {
@@ -282,24 +261,45 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
     Ok(rec)
 }
 
+/// One message by its row seq.
+pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, StoreError> {
+    let received_at: Option<i64> = conn
+        .query_row(
+            "SELECT received_at FROM messages WHERE seq = ?1",
+            [seq],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match received_at {
+        Some(at) => get(conn, message_id(at, seq)),
+        None => Ok(None),
+    }
+}
+
 /// The message for an unknown message id.
 pub fn no_such_message(id: &str) -> String {
     format!("no message with id {id}; message.list shows them")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_ids_round_trip_and_sort_by_time() {
-        let id = message_id(1_764_409_900_123, 42);
-        assert_eq!(id.get_version_num(), 7);
-        assert_eq!(decode_message_id(id), Some((1_764_409_900_123, 42)));
-        let big = (1i64 << 62) - 1;
-        assert_eq!(decode_message_id(message_id(5, big)), Some((5, big)));
-        assert!(message_id(1000, 9) < message_id(1001, 1));
-        assert!(message_id(1000, 1) < message_id(1000, 2));
-        assert_eq!(decode_message_id(Uuid::new_v4()), None);
+/// `len` bytes of a stored body from `offset`.
+pub fn read_range(
+    dirs: &super::Dirs,
+    body: &StoredBody,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StoreError> {
+    match body {
+        StoredBody::Inline(b) => {
+            let start = (offset as usize).min(b.len());
+            let end = (start + len as usize).min(b.len());
+            Ok(b[start..end].to_vec())
+        }
+        StoredBody::File(id) => {
+            let mut f = std::fs::File::open(dirs.committed_path(id)?)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut out = Vec::with_capacity(len as usize);
+            f.take(len).read_to_end(&mut out)?;
+            Ok(out)
+        }
     }
 }

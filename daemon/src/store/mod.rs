@@ -7,7 +7,9 @@ mod checkpoint;
 mod error;
 pub mod events;
 pub mod files;
+pub mod ids;
 pub mod messages;
+pub mod pipelines;
 mod reader;
 mod schema;
 pub mod tokens;
@@ -86,6 +88,13 @@ impl Store {
         // After a burst, the WAL file shrinks back to this size once checkpointed.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
+        let interrupted = pipelines::fail_interrupted(&conn, crate::clock::now_ms())?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "pipeline runs were cut off by the last stop; marked failed"
+            );
+        }
         let (moved, deleted) = dirs.recover(&conn)?;
         if moved + deleted > 0 {
             tracing::info!(moved, deleted, "settled body files left by an unclean stop");
@@ -147,6 +156,14 @@ impl Store {
     /// Who a token hash belongs to, from memory.
     pub fn token(&self, hash: &[u8; 32]) -> Option<TokenAuth> {
         read_lock(&self.inner.shared.tokens).get(hash).cloned()
+    }
+
+    /// The token called `name` (names are how pipelines refer to users in iam.run.as).
+    pub fn token_by_name(&self, name: &str) -> Option<TokenAuth> {
+        read_lock(&self.inner.shared.tokens)
+            .values()
+            .find(|t| t.name == name)
+            .cloned()
     }
 
     /// Accepts a token that is not stored (the `HOOKD_ADMIN_TOKEN` one) until the daemon stops.
@@ -217,6 +234,59 @@ impl Store {
             .await?
         {
             Outcome::Pruned(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Stores (creates or replaces) a pipeline; `true` when it was created.
+    pub async fn put_pipeline(
+        &self,
+        row: pipelines::PipelineRow,
+    ) -> Result<(pipelines::PipelineRow, bool), StoreError> {
+        match self.write(Op::PutPipeline(Box::new(row))).await? {
+            Outcome::Pipeline(p, created) => Ok((p, created)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Deletes a pipeline.
+    pub async fn delete_pipeline(
+        &self,
+        name: String,
+    ) -> Result<pipelines::PipelineRow, StoreError> {
+        match self.write(Op::DeletePipeline(name)).await? {
+            Outcome::Pipeline(p, _) => Ok(p),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Queues executions (and moves the dispatch cursor); returns their (seq, id).
+    pub async fn queue_executions(
+        &self,
+        new: Vec<pipelines::NewExecution>,
+        cursor: Option<u64>,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        match self.write(Op::QueueExecutions { new, cursor }).await? {
+            Outcome::Executions(seqs) => Ok(seqs),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Marks a queued execution running.
+    pub async fn start_execution(&self, seq: i64) -> Result<pipelines::ExecutionRow, StoreError> {
+        match self.write(Op::StartExecution(seq)).await? {
+            Outcome::Execution(e) => Ok(*e),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Records how an execution ended.
+    pub async fn finish_execution(
+        &self,
+        f: pipelines::Finish,
+    ) -> Result<pipelines::ExecutionRow, StoreError> {
+        match self.write(Op::FinishExecution(Box::new(f))).await? {
+            Outcome::Execution(e) => Ok(*e),
             _ => Err(unexpected()),
         }
     }

@@ -73,6 +73,45 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: stored pipelines and their executions.
+    r#"
+    CREATE TABLE pipelines (
+        name TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        listen TEXT,
+        stored_by TEXT NOT NULL,
+        stored_by_role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_run_at INTEGER
+    );
+
+    CREATE TABLE executions (
+        seq INTEGER PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        pipeline TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        event_key TEXT,
+        message_seq INTEGER,
+        message_id TEXT,
+        replay_of TEXT,
+        input TEXT,
+        trace_id TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        run_as TEXT,
+        status TEXT NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        steps TEXT,
+        body TEXT,
+        body_truncated INTEGER NOT NULL,
+        error TEXT,
+        error_step INTEGER
+    );
+    CREATE INDEX executions_open ON executions (status) WHERE status IN ('queued', 'running');
+    CREATE INDEX executions_by_pipeline ON executions (pipeline, seq);
+    CREATE INDEX executions_by_message ON executions (message_seq) WHERE message_seq IS NOT NULL;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

@@ -15,6 +15,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{self, Capture};
+use super::pipelines;
 use super::tokens::{self, TokenRow};
 use super::webhooks::{self, WebhookPut, WebhookRow};
 use super::{Shared, StoreError, write_lock};
@@ -35,6 +36,15 @@ pub(crate) enum Op {
         max_count: u64,
         before_ms: i64,
     },
+    PutPipeline(Box<pipelines::PipelineRow>),
+    DeletePipeline(String),
+    /// Queue executions; advance the listener dispatch cursor to `cursor`.
+    QueueExecutions {
+        new: Vec<pipelines::NewExecution>,
+        cursor: Option<u64>,
+    },
+    StartExecution(i64),
+    FinishExecution(Box<pipelines::Finish>),
     Shutdown,
 }
 
@@ -57,6 +67,10 @@ pub(crate) enum Outcome {
     Webhook(WebhookRow, bool),
     Token(TokenRow),
     Pruned(usize),
+    Pipeline(pipelines::PipelineRow, bool),
+    /// (seq, public id) of each queued execution.
+    Executions(Vec<(i64, String)>),
+    Execution(Box<pipelines::ExecutionRow>),
     Done,
 }
 
@@ -246,6 +260,11 @@ fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreErr
             max_count,
             before_ms,
         } => super::events::prune(conn, max_count, before_ms, 10_000),
+        Op::PutPipeline(row) => pipelines::put(conn, *row, now),
+        Op::DeletePipeline(name) => pipelines::delete(conn, &name, now),
+        Op::QueueExecutions { new, cursor } => pipelines::create(conn, new, cursor, now),
+        Op::StartExecution(seq) => pipelines::start(conn, seq, now),
+        Op::FinishExecution(f) => pipelines::finish(conn, *f, now),
         Op::Shutdown => Ok(Applied::new(Outcome::Done)),
     }
 }

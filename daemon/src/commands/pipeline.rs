@@ -1,0 +1,426 @@
+//! `pipeline.put/get/delete/run`, `execution.list/get`, `message.replay`.
+
+use std::sync::Arc;
+
+use hookd_shared::Role;
+use serde_json::{Value, json};
+
+use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
+use crate::app::App;
+use crate::error::Error;
+use crate::pipeline::dispatch::Stored;
+use crate::pipeline::run::{self, Identity, Run};
+use crate::store::ids::decode_public_id;
+use crate::store::messages;
+use crate::store::pipelines::{self, ExecutionFilter, Finish, NewExecution, PipelineRow};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+const MAX_SOURCE: usize = 256 * 1024;
+
+pub(super) fn commands() -> Vec<Command> {
+    vec![
+        Command {
+            name: "pipeline.put",
+            description: "Store a pipeline (YAML or JSON, as the request body or pipeline=); a first command event.listen makes it a listener at once",
+            role: Some(Role::Admin),
+            params: &[
+                Param {
+                    name: "name",
+                    kind: Kind::String,
+                    required: true,
+                    description: "its key, e.g. global/app/myapp/pipeline/on-lead",
+                },
+                Param {
+                    name: "pipeline",
+                    kind: Kind::String,
+                    required: true,
+                    description: "the YAML or JSON (or send it as the body with Content-Type: application/yaml)",
+                },
+            ],
+            handler: |app, call| Box::pin(put(app, call)),
+        },
+        Command {
+            name: "pipeline.get",
+            description: "List stored pipelines, or show one by name",
+            role: Some(Role::Viewer),
+            params: &[Param {
+                name: "name",
+                kind: Kind::String,
+                required: false,
+                description: "only this pipeline",
+            }],
+            handler: |app, call| Box::pin(get(app, call)),
+        },
+        Command {
+            name: "pipeline.delete",
+            description: "Delete a stored pipeline; a listener stops listening at once",
+            role: Some(Role::Admin),
+            params: &[Param {
+                name: "name",
+                kind: Kind::String,
+                required: true,
+                description: "the pipeline",
+            }],
+            handler: |app, call| Box::pin(delete(app, call)),
+        },
+        Command {
+            name: "pipeline.run",
+            description: "Run a stored (name=) or inline (pipeline=) pipeline now, as a listener would (anonymous), with the given body; answers with the final body and the step log",
+            role: Some(Role::Admin),
+            params: &[
+                Param {
+                    name: "name",
+                    kind: Kind::String,
+                    required: false,
+                    description: "a stored pipeline",
+                },
+                Param {
+                    name: "pipeline",
+                    kind: Kind::String,
+                    required: false,
+                    description: "an inline pipeline (YAML or JSON)",
+                },
+                Param {
+                    name: "body",
+                    kind: Kind::Json,
+                    required: false,
+                    description: "the initial body (default: the pipeline's body section)",
+                },
+            ],
+            handler: |app, call| Box::pin(run_now(app, call)),
+        },
+        Command {
+            name: "execution.list",
+            description: "Pipeline runs, newest first",
+            role: Some(Role::Viewer),
+            params: &[
+                Param {
+                    name: "pipeline",
+                    kind: Kind::String,
+                    required: false,
+                    description: "only this pipeline's runs",
+                },
+                Param {
+                    name: "status",
+                    kind: Kind::String,
+                    required: false,
+                    description: "queued, running, succeeded, failed or skipped",
+                },
+                Param {
+                    name: "messageId",
+                    kind: Kind::String,
+                    required: false,
+                    description: "only runs triggered by (or replaying) this message",
+                },
+                Param {
+                    name: "limit",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "how many (default 50, at most 1000)",
+                },
+                Param {
+                    name: "before",
+                    kind: Kind::String,
+                    required: false,
+                    description: "cursor: only runs older than this execution id",
+                },
+            ],
+            handler: |app, call| Box::pin(list_executions(app, call)),
+        },
+        Command {
+            name: "execution.get",
+            description: "One run in full: step log, final body, error and the failing step",
+            role: Some(Role::Viewer),
+            params: &[Param {
+                name: "id",
+                kind: Kind::String,
+                required: true,
+                description: "the execution id",
+            }],
+            handler: |app, call| Box::pin(get_execution(app, call)),
+        },
+        Command {
+            name: "message.replay",
+            description: "Fire a stored message's event again: its listeners run anew, tagged replayOf",
+            role: Some(Role::Admin),
+            params: &[Param {
+                name: "id",
+                kind: Kind::String,
+                required: true,
+                description: "the message id",
+            }],
+            handler: |app, call| Box::pin(replay(app, call)),
+        },
+    ]
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('/')
+        && !name
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidParam(format!(
+            "name '{name}' must be 1-200 characters of a-z, A-Z, 0-9, '-', '_', '.' in '/'-separated segments, e.g. global/app/myapp/pipeline/on-lead"
+        )))
+    }
+}
+
+fn compile(app: &App, source: &str) -> Result<crate::pipeline::Pipeline, Error> {
+    if source.len() > MAX_SOURCE {
+        return Err(Error::InvalidParam(format!(
+            "the pipeline is larger than {} KiB",
+            MAX_SOURCE / 1024
+        )));
+    }
+    crate::pipeline::parse(source, &app.registry, &app.pipelines.engine)
+        .map_err(|e| Error::InvalidParam(format!("pipeline {e}")))
+}
+
+async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let name = call.params.required_str("name")?.to_string();
+    check_name(&name)?;
+    let source = call.params.required_str("pipeline")?.to_string();
+    let pipeline = compile(&app, &source)?;
+    let caller = call
+        .caller
+        .ok_or_else(|| Error::Unauthorized("pipeline.put needs a token".into()))?;
+    let row = PipelineRow {
+        listen: pipeline.listen.as_ref().map(|l| l.event_key.clone()),
+        name,
+        source,
+        stored_by: caller.name,
+        stored_by_role: caller.role,
+        created_at: 0,
+        updated_at: 0,
+        last_run_at: None,
+    };
+    let (row, _) = app.store.put_pipeline(row).await?;
+    app.pipelines.put(Stored {
+        pipeline: Arc::new(pipeline),
+        row: row.clone(),
+    });
+    json(&row.to_api())
+}
+
+async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    match call.params.str("name").map(str::to_string) {
+        Some(name) => {
+            let row = app
+                .store
+                .read({
+                    let name = name.clone();
+                    move |c| pipelines::get(c, &name)
+                })
+                .await?
+                .ok_or_else(|| Error::NotFound(pipelines::no_such_pipeline(&name)))?;
+            json(&row.to_api())
+        }
+        None => {
+            let rows = app.store.read(pipelines::load_all).await?;
+            json(&rows.iter().map(PipelineRow::to_api).collect::<Vec<_>>())
+        }
+    }
+}
+
+async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let name = call.params.required_str("name")?.to_string();
+    let row = app.store.delete_pipeline(name.clone()).await?;
+    app.pipelines.remove(&name);
+    json(&row.to_api())
+}
+
+async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let p = &call.params;
+    let caller = call
+        .caller
+        .clone()
+        .ok_or_else(|| Error::Unauthorized("pipeline.run needs a token".into()))?;
+    let (name, pipeline, stored_by, stored_by_admin) = match (p.str("name"), p.str("pipeline")) {
+        (Some(name), None) => {
+            let s = app
+                .pipelines
+                .get(name)
+                .ok_or_else(|| Error::NotFound(pipelines::no_such_pipeline(name)))?;
+            (
+                name.to_string(),
+                s.pipeline.clone(),
+                s.row.stored_by.clone(),
+                s.row.stored_by_role == Role::Admin,
+            )
+        }
+        (None, Some(source)) => (
+            "(inline)".to_string(),
+            Arc::new(compile(&app, source)?),
+            caller.name.clone(),
+            caller.role == Role::Admin,
+        ),
+        _ => {
+            return Err(Error::InvalidParam(
+                "give either name= (a stored pipeline) or pipeline= (inline YAML), not both".into(),
+            ));
+        }
+    };
+    let body = call.params.json("body").cloned().unwrap_or(Value::Null);
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let seqs = app
+        .store
+        .queue_executions(
+            vec![NewExecution {
+                pipeline: name.clone(),
+                trigger: "manual",
+                event_key: None,
+                message_seq: None,
+                message_id: None,
+                replay_of: None,
+                input: Some(body.to_string()),
+                trace_id: trace_id.clone(),
+                depth: 0,
+            }],
+            None,
+        )
+        .await?;
+    let seq = seqs
+        .first()
+        .map(|(s, _)| *s)
+        .ok_or_else(|| Error::Internal("no execution queued".into()))?;
+    app.store.start_execution(seq).await?;
+    let outcome = run::run(
+        &app,
+        Run {
+            pipeline,
+            name,
+            stored_by_admin,
+            stored_by,
+            identity: Identity::Anonymous,
+            body,
+            depth: 0,
+            trace_id,
+        },
+    )
+    .await;
+    let (stored_body, truncated) = outcome.stored_body();
+    let row = app
+        .store
+        .finish_execution(Finish {
+            seq,
+            status: outcome.status,
+            run_as: Some(outcome.run_as.clone()),
+            steps: serde_json::to_string(&outcome.steps).unwrap_or_else(|_| "[]".into()),
+            body: stored_body,
+            body_truncated: truncated,
+            error: outcome.error.clone(),
+            error_step: outcome.error_step,
+        })
+        .await?;
+    Ok(Output::Json(json!({
+        "executionId": row.id(),
+        "status": outcome.status,
+        "body": outcome.body,
+        "steps": outcome.steps,
+        "error": outcome.error,
+        "errorStep": outcome.error_step,
+    })))
+}
+
+async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let p = &call.params;
+    let limit = p.int("limit").unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::InvalidParam(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    if let Some(s) = p.str("status") {
+        if !matches!(s, "queued" | "running" | "succeeded" | "failed" | "skipped") {
+            return Err(Error::InvalidParam(format!(
+                "status must be queued, running, succeeded, failed or skipped, got '{s}'"
+            )));
+        }
+    }
+    let seq_of = |name: &str| -> Result<Option<i64>, Error> {
+        p.str(name)
+            .map(|v| {
+                let id = parse_uuid(name, v)?;
+                decode_public_id(id).map(|(_, seq)| seq).ok_or_else(|| {
+                    Error::InvalidParam(format!("{name}={v} is not an id hookd issued"))
+                })
+            })
+            .transpose()
+    };
+    let filter = ExecutionFilter {
+        pipeline: p.str("pipeline").map(str::to_string),
+        status: p.str("status").map(str::to_string),
+        message_seq: seq_of("messageId")?,
+        before: seq_of("before")?,
+        limit: limit as u32,
+    };
+    let rows = app
+        .store
+        .read(move |c| pipelines::list_executions(c, &filter))
+        .await?;
+    json(&rows.iter().map(|r| r.summary()).collect::<Vec<_>>())
+}
+
+async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let id = call.params.required_str("id")?.to_string();
+    let uuid = parse_uuid("id", &id)?;
+    let row = app
+        .store
+        .read(move |c| pipelines::find_execution(c, uuid))
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no execution with id {id}; execution.list shows them"
+            ))
+        })?;
+    json(&row.detail())
+}
+
+async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let id = call.params.required_str("id")?.to_string();
+    let uuid = parse_uuid("id", &id)?;
+    let rec = app
+        .store
+        .read(move |c| messages::get(c, uuid))
+        .await?
+        .ok_or_else(|| Error::NotFound(messages::no_such_message(&id)))?;
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let new: Vec<NewExecution> = app
+        .pipelines
+        .listeners_of(&rec.summary.event_key)
+        .into_iter()
+        .map(|name| NewExecution {
+            pipeline: name,
+            trigger: "replay",
+            event_key: Some(rec.summary.event_key.clone()),
+            message_seq: Some(rec.seq),
+            message_id: Some(rec.summary.id.clone()),
+            replay_of: Some(rec.summary.id.clone()),
+            input: None,
+            trace_id: trace.clone(),
+            depth: 0,
+        })
+        .collect();
+    let queued = if new.is_empty() {
+        Vec::new()
+    } else {
+        app.store.queue_executions(new, None).await?
+    };
+    let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
+    app.pipelines
+        .enqueue(queued.into_iter().map(|(seq, _)| seq));
+    Ok(Output::Json(json!({
+        "messageId": rec.summary.id,
+        "eventKey": rec.summary.event_key,
+        "executions": ids,
+    })))
+}

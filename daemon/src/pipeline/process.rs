@@ -1,0 +1,243 @@
+//! `exec`: runs a program without a shell, with the body as JSON on stdin (or `stdin`), a clean
+//! environment, captured output, and a timeout after which it is killed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Output kept per stream; the rest is read and dropped so the program never blocks on a pipe.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// Lines of output copied into the step log.
+const LOG_LINES: usize = 50;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the program; the output object `{exitCode, stdout, stderr}` and the lines for the log.
+/// `limit` caps the timeout (the run's own limit).
+pub async fn exec(
+    params: &Map<String, Value>,
+    body: &Value,
+    limit: Duration,
+) -> Result<(Value, Vec<String>), String> {
+    let program = params
+        .get("command")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if program.is_empty() {
+        return Err("command is empty".into());
+    }
+    let args: Vec<String> = match params.get("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(other) => return Err(format!("args must be a list, got {other}")),
+    };
+    let timeout = match params.get("timeout") {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT,
+        Some(v) => Duration::from_secs(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| format!("timeout must be seconds, got {v}"))?,
+        ),
+    }
+    .min(limit);
+    let stdin = match params.get("stdin") {
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(Value::Null) | None => serde_json::to_vec(body).unwrap_or_default(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&args)
+        // Never hand the daemon's environment (tokens, config) to a program a pipeline runs.
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in ["HOME", "LANG", "TZ"] {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(env) = params.get("env") {
+        let Value::Object(env) = env else {
+            return Err(format!("env must be an object of NAME: value, got {env}"));
+        };
+        for (k, v) in env {
+            cmd.env(
+                k,
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            );
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let (mut i, o, e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let feed = async move {
+        if let Some(i) = i.as_mut() {
+            // A program that does not read stdin closes it early; that is not an error.
+            let _ = i.write_all(&stdin).await;
+        }
+        drop(i);
+    };
+    let run = async {
+        let ((), out, err, status) = tokio::join!(feed, capture(o), capture(e), child.wait());
+        (out, err, status)
+    };
+    let (out, err, status) = match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        // Dropping `run` drops the child, which kill_on_drop kills.
+        Err(_) => {
+            return Err(format!(
+                "{program} was killed after {} s (its timeout)",
+                timeout.as_secs()
+            ));
+        }
+    };
+    let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
+    let mut lines: Vec<String> = out
+        .lines()
+        .chain(err.lines())
+        .take(LOG_LINES)
+        .map(str::to_string)
+        .collect();
+    let code = status.code();
+    lines.push(format!(
+        "{program} exited with {}",
+        code.map_or("a signal".into(), |c| format!("status {c}"))
+    ));
+    if !status.success() {
+        let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
+        return Err(format!(
+            "{program} exited with {}{}",
+            code.map_or("a signal".into(), |c| format!("status {c}")),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        ));
+    }
+    Ok((
+        json!({"exitCode": code, "stdout": out, "stderr": err}),
+        lines,
+    ))
+}
+
+/// Reads a stream to its end, keeping the first `MAX_OUTPUT` bytes.
+async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
+    let Some(mut s) = stream else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn runs_without_a_shell_with_the_body_on_stdin() {
+        let (out, lines) = exec(
+            &params(json!({"command": "cat"})),
+            &json!({"a": 1}),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("cat runs");
+        assert_eq!(out["stdout"], "{\"a\":1}");
+        assert_eq!(out["exitCode"], 0);
+        assert!(lines.iter().any(|l| l.contains("exited with status 0")));
+        // Arguments are not interpreted by a shell.
+        let (out, _) = exec(
+            &params(json!({"command": "echo", "args": ["$HOME", "a;b"]})),
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("echo runs");
+        assert_eq!(out["stdout"], "$HOME a;b\n");
+    }
+
+    #[tokio::test]
+    async fn the_daemon_environment_does_not_leak() {
+        // The child sees only PATH/HOME/LANG/TZ and what `env` gives.
+        let (out, _) = exec(
+            &params(json!({"command": "env", "env": {"A": "1"}})),
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("env runs");
+        let names: Vec<&str> = out["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .collect();
+        assert!(names.contains(&"A") && names.contains(&"PATH"));
+        assert!(
+            names
+                .iter()
+                .all(|n| ["A", "PATH", "HOME", "LANG", "TZ"].contains(n)),
+            "{names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_and_timeouts_are_clear_errors() {
+        let e = exec(
+            &params(json!({"command": "false"})),
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .err();
+        assert!(e.is_some_and(|e| e.contains("exited with status 1")));
+        let e = exec(
+            &params(json!({"command": "/no/such/program"})),
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .err();
+        assert!(e.is_some_and(|e| e.contains("cannot run /no/such/program")));
+        let e = exec(
+            &params(json!({"command": "sleep", "args": ["30"], "timeout": 1})),
+            &Value::Null,
+            Duration::from_secs(10),
+        )
+        .await
+        .err();
+        assert!(e.is_some_and(|e| e.contains("killed after 1 s")));
+    }
+}

@@ -1,0 +1,534 @@
+//! Running a pipeline: steps in order, each with its `if`, permission check, parameters
+//! (expressions evaluated against body, vars and headers), `output` and `onError`; the whole run
+//! under a time limit. Builtins (log, set, exit, event.send, iam.run.as, exec) are implemented
+//! here; every other command goes through the registry, exactly as over HTTP.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hookd_shared::{Role, StepLog};
+use serde_json::{Map, Value};
+
+use super::expr::Context;
+use super::parse::{OnError, ParamValue, Pipeline, Step};
+use super::process;
+use crate::app::App;
+use crate::commands::Output;
+use crate::store::TokenAuth;
+
+/// How deep `event.send` chains may go before a run is stopped as a probable loop.
+pub const MAX_DEPTH: u32 = 8;
+/// The final body is stored up to this size.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+
+/// Who a run acts as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    /// Listeners start here: only `[pipeline] anonymousCommands`.
+    Anonymous,
+    /// A user (a token's name) with its role.
+    User { name: String, role: Role },
+}
+
+impl Identity {
+    /// The name recorded on the execution.
+    pub fn name(&self) -> String {
+        match self {
+            Identity::Anonymous => "anonymous".into(),
+            Identity::User { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// One run to do.
+pub struct Run {
+    pub pipeline: Arc<Pipeline>,
+    pub name: String,
+    /// Whether an admin stored this pipeline (iam.run.as is honoured only then).
+    pub stored_by_admin: bool,
+    pub stored_by: String,
+    pub identity: Identity,
+    pub body: Value,
+    pub depth: u32,
+    pub trace_id: String,
+}
+
+/// How a run ended.
+pub struct Outcome {
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    pub body: Value,
+    pub steps: Vec<StepLog>,
+    pub error: Option<String>,
+    pub error_step: Option<u32>,
+    pub run_as: String,
+}
+
+impl Outcome {
+    /// The body as stored: JSON up to 64 KiB, else its first 64 KiB as text.
+    pub fn stored_body(&self) -> (Option<String>, bool) {
+        let json = serde_json::to_string(&self.body).unwrap_or_default();
+        if json.len() <= MAX_STORED_BODY {
+            return (Some(json), false);
+        }
+        let mut cut = MAX_STORED_BODY;
+        while !json.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (serde_json::to_string(&json[..cut]).ok(), true)
+    }
+}
+
+struct State {
+    body: Value,
+    vars: Map<String, Value>,
+    headers: Map<String, Value>,
+    identity: Identity,
+    steps: Vec<StepLog>,
+    /// The step in progress, for the record if the time limit cuts it off.
+    current: Option<(StepLog, Instant)>,
+    error: Option<(String, u32)>,
+}
+
+enum Flow {
+    Next(Option<Value>),
+    Exit,
+}
+
+/// Runs `r` to its end, its first unhandled error, or the configured time limit.
+pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
+    let mut st = State {
+        body: if r.body.is_null() {
+            r.pipeline.body.clone().unwrap_or(Value::Null)
+        } else {
+            r.body.clone()
+        },
+        vars: r.pipeline.vars.clone(),
+        headers: r.pipeline.headers.clone(),
+        identity: r.identity.clone(),
+        steps: Vec::new(),
+        current: None,
+        error: None,
+    };
+    let limit = app.config.pipeline.timeout;
+    if tokio::time::timeout(limit, steps(app, &r, &mut st))
+        .await
+        .is_err()
+    {
+        let msg = format!(
+            "the run exceeded its time limit of {}",
+            humantime::format_duration(limit)
+        );
+        if let Some((mut rec, started)) = st.current.take() {
+            rec.status = "failed".into();
+            rec.error = Some(msg.clone());
+            rec.duration_ms = started.elapsed().as_millis() as u64;
+            st.error = Some((
+                format!(
+                    "step {} ({}, line {}): {msg}",
+                    rec.index, rec.command, rec.line
+                ),
+                rec.index,
+            ));
+            st.steps.push(rec);
+        } else {
+            st.error = Some((msg, st.steps.len() as u32));
+        }
+    }
+    let (error, error_step) = match st.error {
+        Some((e, i)) => (Some(e), Some(i)),
+        None => (None, None),
+    };
+    Outcome {
+        status: if error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        },
+        body: st.body,
+        steps: st.steps,
+        error,
+        error_step,
+        run_as: st.identity.name(),
+    }
+}
+
+async fn steps(app: &Arc<App>, r: &Run, st: &mut State) {
+    for (i, step) in r.pipeline.steps.iter().enumerate() {
+        let rec = StepLog {
+            index: i as u32,
+            command: step.command.clone(),
+            line: step.line as u32,
+            id: step.id.clone(),
+            status: "ok".into(),
+            duration_ms: 0,
+            log: Vec::new(),
+            error: None,
+        };
+        st.current = Some((rec, Instant::now()));
+        let result = step_once(app, r, st, step).await;
+        let Some((mut rec, started)) = st.current.take() else {
+            return;
+        };
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        let flow = match result {
+            Ok(Some(flow)) => flow,
+            Ok(None) => {
+                rec.status = "skipped".into();
+                Flow::Next(None)
+            }
+            Err(e) => match step.on_error {
+                OnError::Throw => {
+                    rec.status = "failed".into();
+                    rec.error = Some(e.clone());
+                    st.error = Some((
+                        format!("step {i} ({}, line {}): {e}", step.command, step.line),
+                        i as u32,
+                    ));
+                    st.steps.push(rec);
+                    return;
+                }
+                OnError::Continue | OnError::Log => {
+                    if step.on_error == OnError::Log {
+                        tracing::warn!(pipeline = %r.name, step = i, "{}: {e}", step.command);
+                        rec.log.push(format!("error: {e}"));
+                    }
+                    rec.status = "continued".into();
+                    rec.error = Some(e);
+                    Flow::Next(None)
+                }
+            },
+        };
+        st.steps.push(rec);
+        match flow {
+            Flow::Exit => return,
+            Flow::Next(Some(v)) => {
+                if let Some(path) = &step.output {
+                    set_path(st, path, v);
+                } else {
+                    st.body = v;
+                }
+            }
+            Flow::Next(None) => {}
+        }
+    }
+}
+
+/// One step: `Ok(None)` when its `if` is false.
+async fn step_once(
+    app: &Arc<App>,
+    r: &Run,
+    st: &mut State,
+    step: &Step,
+) -> Result<Option<Flow>, String> {
+    if step.command == "event.listen" {
+        return Ok(Some(Flow::Next(None)));
+    }
+    if let Some(when) = &step.when {
+        let v = eval(app, when, st)?;
+        if !truthy(&v) {
+            return Ok(None);
+        }
+    }
+    permit(app, &st.identity, &step.command)?;
+    let mut params = Map::new();
+    for (name, v) in &step.params {
+        params.insert(name.clone(), eval(app, v, st)?);
+    }
+    let flow = match step.command.as_str() {
+        "log" => {
+            let text = match params.get("message") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => st.body.to_string(),
+            };
+            match params
+                .get("level")
+                .and_then(Value::as_str)
+                .unwrap_or("info")
+            {
+                "debug" => tracing::debug!(pipeline = %r.name, "{text}"),
+                "warn" => tracing::warn!(pipeline = %r.name, "{text}"),
+                "error" => tracing::error!(pipeline = %r.name, "{text}"),
+                _ => tracing::info!(pipeline = %r.name, "{text}"),
+            }
+            log_line(st, text);
+            Flow::Next(None)
+        }
+        "set" | "var.set" | "body.set" => {
+            let value = params.get("value").cloned().unwrap_or(Value::Null);
+            let key = params.get("key").and_then(Value::as_str);
+            let path = match (step.command.as_str(), key) {
+                ("set", Some(k)) => k.to_string(),
+                ("var.set", Some(k)) => format!("vars.{k}"),
+                ("body.set", Some(k)) => format!("body.{k}"),
+                ("body.set", None) => "body".into(),
+                _ => return Err("key is required".into()),
+            };
+            super::parse::check_path(&path)?;
+            set_path(st, &path, value);
+            Flow::Next(None)
+        }
+        "exit" => Flow::Exit,
+        "event.send" => {
+            let key = params
+                .get("eventKey")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            hookd_shared::key::validate_event_key(&key).map_err(|e| format!("eventKey {e}"))?;
+            if r.depth + 1 > MAX_DEPTH {
+                return Err(format!(
+                    "event chain deeper than {MAX_DEPTH} events (trace {}); is a listener sending the event it listens to?",
+                    r.trace_id
+                ));
+            }
+            let payload = params
+                .get("payload")
+                .cloned()
+                .unwrap_or_else(|| st.body.clone());
+            let n = super::dispatch::fire(app, &key, payload, r.depth + 1, &r.trace_id).await?;
+            log_line(st, format!("event {key} sent to {n} listener(s)"));
+            Flow::Next(None)
+        }
+        "iam.run.as" => {
+            let name = params
+                .get("username")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !r.stored_by_admin {
+                return Err(format!(
+                    "iam.run.as is honoured only in pipelines stored by an admin; '{}' stored this one",
+                    r.stored_by
+                ));
+            }
+            let role = user_role(app, name).ok_or_else(|| {
+                format!("no user '{name}': users are token names (token.list) or 'admin'")
+            })?;
+            st.identity = Identity::User {
+                name: name.into(),
+                role,
+            };
+            log_line(st, format!("running as {name} ({})", role.as_str()));
+            Flow::Next(None)
+        }
+        "exec" => {
+            let (out, lines) =
+                process::exec(&params, &st.body, app.config.pipeline.timeout).await?;
+            for l in lines {
+                log_line(st, l);
+            }
+            Flow::Next(Some(out))
+        }
+        name => {
+            let caller = match &st.identity {
+                Identity::Anonymous => None,
+                Identity::User { name, role } => Some(TokenAuth {
+                    id: "pipeline".into(),
+                    name: name.clone(),
+                    role: *role,
+                }),
+            };
+            let out = app
+                .registry
+                .invoke(app.clone(), name, params, caller, Some(st.body.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            match out {
+                Output::Json(v) => Flow::Next(Some(v)),
+                Output::None => Flow::Next(None),
+                Output::Raw(_) => {
+                    return Err(format!(
+                        "{name} answers with raw bytes, which a pipeline cannot use"
+                    ));
+                }
+            }
+        }
+    };
+    Ok(Some(flow))
+}
+
+fn log_line(st: &mut State, line: String) {
+    if let Some((rec, _)) = st.current.as_mut() {
+        rec.log.push(line);
+    }
+}
+
+/// Whether `identity` may run `command`.
+fn permit(app: &App, identity: &Identity, command: &str) -> Result<(), String> {
+    if command == "iam.run.as" {
+        return Ok(());
+    }
+    let needed = app.registry.get(command).and_then(|c| c.role);
+    match identity {
+        Identity::Anonymous => {
+            if app
+                .config
+                .pipeline
+                .anonymous_commands
+                .iter()
+                .any(|c| c == command)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "permission denied: {command} needs role {}; add iam.run.as before it",
+                    needed.unwrap_or(Role::Admin).as_str()
+                ))
+            }
+        }
+        Identity::User { name, role } => match needed {
+            Some(n) if *role < n => Err(format!(
+                "permission denied: {command} needs role {}; {name} has role {}",
+                n.as_str(),
+                role.as_str()
+            )),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The role of a user: `admin`, or the role of the token with that name.
+fn user_role(app: &App, name: &str) -> Option<Role> {
+    if name == "admin" {
+        return Some(Role::Admin);
+    }
+    app.store.token_by_name(name).map(|t| t.role)
+}
+
+fn eval(app: &App, v: &ParamValue, st: &State) -> Result<Value, String> {
+    let ctx = Context {
+        body: &st.body,
+        vars: &st.vars,
+        headers: &st.headers,
+    };
+    eval_in(app, v, &ctx)
+}
+
+fn eval_in(app: &App, v: &ParamValue, ctx: &Context<'_>) -> Result<Value, String> {
+    Ok(match v {
+        ParamValue::Literal(v) => v.clone(),
+        ParamValue::Template(t) => app.pipelines.engine.eval(t, ctx)?,
+        ParamValue::Object(parts) => Value::Object(
+            parts
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), eval_in(app, v, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        ParamValue::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| eval_in(app, v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// Conditions: `true`, non-zero numbers, non-empty strings other than "false", any object/array.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Null => false,
+        Value::String(s) => !(s.is_empty() || s == "false"),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        _ => true,
+    }
+}
+
+/// Sets `vars.a.b`, `body`, `body.x`, `headers.h`, creating objects on the way.
+fn set_path(st: &mut State, path: &str, value: Value) {
+    let mut segs = path.split('.');
+    let root = match segs.next() {
+        Some("vars") => {
+            let mut wrapped = Value::Object(std::mem::take(&mut st.vars));
+            set_in(&mut wrapped, segs, value);
+            st.vars = match wrapped {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            return;
+        }
+        Some("headers") => {
+            let mut wrapped = Value::Object(std::mem::take(&mut st.headers));
+            set_in(&mut wrapped, segs, value);
+            st.headers = match wrapped {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            return;
+        }
+        _ => &mut st.body,
+    };
+    set_in(root, segs, value);
+}
+
+fn set_in<'a>(at: &mut Value, mut segs: impl Iterator<Item = &'a str>, value: Value) {
+    let Some(seg) = segs.next() else {
+        *at = value;
+        return;
+    };
+    if let (Value::Array(a), Ok(i)) = (&mut *at, seg.parse::<usize>()) {
+        if i < a.len() {
+            return set_in(&mut a[i], segs, value);
+        }
+    }
+    if !at.is_object() {
+        *at = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = at {
+        set_in(m.entry(seg.to_string()).or_insert(Value::Null), segs, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state() -> State {
+        State {
+            body: json!({"a": [1, 2]}),
+            vars: Map::new(),
+            headers: Map::new(),
+            identity: Identity::Anonymous,
+            steps: Vec::new(),
+            current: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn paths_are_set_creating_objects() {
+        let mut st = state();
+        set_path(&mut st, "vars.x.y", json!(1));
+        set_path(&mut st, "body.a.1", json!("two"));
+        set_path(&mut st, "body.b", json!(true));
+        set_path(&mut st, "headers.h", json!("v"));
+        assert_eq!(
+            st.vars,
+            json!({"x": {"y": 1}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        );
+        assert_eq!(st.body, json!({"a": [1, "two"], "b": true}));
+        assert_eq!(st.headers["h"], "v");
+        set_path(&mut st, "body", json!("replaced"));
+        assert_eq!(st.body, json!("replaced"));
+    }
+
+    #[test]
+    fn big_bodies_are_stored_truncated() {
+        let o = Outcome {
+            status: "succeeded",
+            body: json!("x".repeat(MAX_STORED_BODY * 2)),
+            steps: vec![],
+            error: None,
+            error_step: None,
+            run_as: "anonymous".into(),
+        };
+        let (body, truncated) = o.stored_body();
+        assert!(truncated);
+        assert!(body.is_some_and(|b| b.len() <= MAX_STORED_BODY + 16));
+    }
+}

@@ -1,0 +1,484 @@
+//! Stored pipelines and their executions, and the listener dispatch cursor.
+
+use hookd_shared::{EventType, Execution, ExecutionSummary, PipelineInfo, Role, StepLog};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::ids::{decode_public_id, public_id};
+use super::writer::{Applied, Outcome, log_event};
+use crate::clock::rfc3339;
+use crate::events::EventData;
+
+/// A stored pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineRow {
+    pub name: String,
+    pub source: String,
+    /// The `event.listen` pattern, if it is a listener.
+    pub listen: Option<String>,
+    pub stored_by: String,
+    pub stored_by_role: Role,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_run_at: Option<i64>,
+}
+
+impl PipelineRow {
+    /// The API view.
+    pub fn to_api(&self) -> PipelineInfo {
+        PipelineInfo {
+            name: self.name.clone(),
+            event_key: self.listen.clone(),
+            source: self.source.clone(),
+            stored_by: self.stored_by.clone(),
+            stored_by_role: self.stored_by_role,
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+            last_run_at: self.last_run_at.map(rfc3339),
+        }
+    }
+}
+
+const PIPELINE_COLUMNS: &str =
+    "name, source, listen, stored_by, stored_by_role, created_at, updated_at, last_run_at";
+
+fn pipeline_from_row(r: &Row<'_>) -> rusqlite::Result<PipelineRow> {
+    let role: String = r.get(4)?;
+    Ok(PipelineRow {
+        name: r.get(0)?,
+        source: r.get(1)?,
+        listen: r.get(2)?,
+        stored_by: r.get(3)?,
+        stored_by_role: Role::parse(&role).unwrap_or(Role::Viewer),
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        last_run_at: r.get(7)?,
+    })
+}
+
+/// Every pipeline, by name.
+pub fn load_all(conn: &Connection) -> Result<Vec<PipelineRow>, StoreError> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {PIPELINE_COLUMNS} FROM pipelines ORDER BY name"
+    ))?;
+    let rows = st.query_map([], pipeline_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One pipeline by name.
+pub fn get(conn: &Connection, name: &str) -> Result<Option<PipelineRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE name = ?1"),
+            [name],
+            pipeline_from_row,
+        )
+        .optional()?)
+}
+
+/// The message for an unknown pipeline name.
+pub fn no_such_pipeline(name: &str) -> String {
+    format!("no pipeline named '{name}'; pipeline.get lists them")
+}
+
+fn pipeline_event_data(row: &PipelineRow) -> EventData {
+    let mut v = serde_json::to_value(row.to_api()).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        // Events stay small; pipeline.get has the source.
+        m.remove("source");
+        if let Some(k) = &row.listen {
+            m.insert("eventKey".into(), k.clone().into());
+        }
+    }
+    EventData::Json(v)
+}
+
+pub(super) fn put(
+    conn: &Connection,
+    mut row: PipelineRow,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let existing = get(conn, &row.name)?;
+    let created = existing.is_none();
+    if let Some(old) = existing {
+        row.created_at = old.created_at;
+        row.last_run_at = old.last_run_at;
+    } else {
+        row.created_at = now;
+    }
+    row.updated_at = now;
+    conn.execute(
+        &format!(
+            "INSERT INTO pipelines ({PIPELINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (name) DO UPDATE SET source = ?2, listen = ?3, stored_by = ?4, \
+             stored_by_role = ?5, updated_at = ?7"
+        ),
+        params![
+            row.name,
+            row.source,
+            row.listen,
+            row.stored_by,
+            row.stored_by_role.as_str(),
+            row.created_at,
+            row.updated_at,
+            row.last_run_at
+        ],
+    )?;
+    let kind = if created {
+        EventType::PipelineCreated
+    } else {
+        EventType::PipelineUpdated
+    };
+    let event = log_event(
+        conn,
+        kind,
+        now,
+        row.listen.as_deref(),
+        None,
+        pipeline_event_data(&row),
+    )?;
+    let mut applied = Applied::new(Outcome::Pipeline(row, created));
+    applied.events.push(event);
+    Ok(applied)
+}
+
+pub(super) fn delete(conn: &Connection, name: &str, now: i64) -> Result<Applied, StoreError> {
+    let row = get(conn, name)?.ok_or_else(|| StoreError::NotFound(no_such_pipeline(name)))?;
+    conn.execute("DELETE FROM pipelines WHERE name = ?1", [name])?;
+    let event = log_event(
+        conn,
+        EventType::PipelineDeleted,
+        now,
+        row.listen.as_deref(),
+        None,
+        pipeline_event_data(&row),
+    )?;
+    let mut applied = Applied::new(Outcome::Pipeline(row, false));
+    applied.events.push(event);
+    Ok(applied)
+}
+
+/// An execution to queue.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub pipeline: String,
+    /// `event`, `replay`, `chain` or `manual`.
+    pub trigger: &'static str,
+    pub event_key: Option<String>,
+    pub message_seq: Option<i64>,
+    pub message_id: Option<String>,
+    pub replay_of: Option<String>,
+    /// The event payload (chains) or the body (manual runs), as JSON.
+    pub input: Option<String>,
+    pub trace_id: String,
+    pub depth: u32,
+}
+
+/// A stored execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionRow {
+    pub seq: i64,
+    pub created_at: i64,
+    pub pipeline: String,
+    pub trigger: String,
+    pub event_key: Option<String>,
+    pub message_seq: Option<i64>,
+    pub message_id: Option<String>,
+    pub replay_of: Option<String>,
+    pub input: Option<String>,
+    pub trace_id: String,
+    pub depth: u32,
+    pub run_as: Option<String>,
+    pub status: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub steps: Option<String>,
+    pub body: Option<String>,
+    pub body_truncated: bool,
+    pub error: Option<String>,
+    pub error_step: Option<u32>,
+}
+
+impl ExecutionRow {
+    /// Its public id.
+    pub fn id(&self) -> String {
+        public_id(self.created_at, self.seq).to_string()
+    }
+
+    /// The list view.
+    pub fn summary(&self) -> ExecutionSummary {
+        ExecutionSummary {
+            id: self.id(),
+            pipeline: self.pipeline.clone(),
+            status: self.status.clone(),
+            trigger: self.trigger.clone(),
+            event_key: self.event_key.clone(),
+            message_id: self.message_id.clone(),
+            replay_of: self.replay_of.clone(),
+            run_as: self.run_as.clone(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            finished_at: self.finished_at.map(rfc3339),
+            duration_ms: self
+                .started_at
+                .zip(self.finished_at)
+                .map(|(s, f)| (f - s).max(0) as u64),
+            error: self.error.clone(),
+        }
+    }
+
+    /// The full view.
+    pub fn detail(&self) -> Execution {
+        Execution {
+            summary: self.summary(),
+            trace_id: self.trace_id.clone(),
+            depth: self.depth,
+            steps: self
+                .steps
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<Vec<StepLog>>(s).ok())
+                .unwrap_or_default(),
+            body: self
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str(b).ok()),
+            body_truncated: self.body_truncated,
+            error_step: self.error_step,
+        }
+    }
+}
+
+const EXECUTION_COLUMNS: &str = "seq, created_at, pipeline, trigger, event_key, message_seq, \
+     message_id, replay_of, input, trace_id, depth, run_as, status, started_at, finished_at, \
+     steps, body, body_truncated, error, error_step";
+
+fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
+    Ok(ExecutionRow {
+        seq: r.get(0)?,
+        created_at: r.get(1)?,
+        pipeline: r.get(2)?,
+        trigger: r.get(3)?,
+        event_key: r.get(4)?,
+        message_seq: r.get(5)?,
+        message_id: r.get(6)?,
+        replay_of: r.get(7)?,
+        input: r.get(8)?,
+        trace_id: r.get(9)?,
+        depth: r.get(10)?,
+        run_as: r.get(11)?,
+        status: r.get(12)?,
+        started_at: r.get(13)?,
+        finished_at: r.get(14)?,
+        steps: r.get(15)?,
+        body: r.get(16)?,
+        body_truncated: r.get(17)?,
+        error: r.get(18)?,
+        error_step: r.get(19)?,
+    })
+}
+
+/// One execution by seq.
+pub fn get_execution(conn: &Connection, seq: i64) -> Result<Option<ExecutionRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE seq = ?1"),
+            [seq],
+            execution_from_row,
+        )
+        .optional()?)
+}
+
+/// One execution by public id.
+pub fn find_execution(conn: &Connection, id: Uuid) -> Result<Option<ExecutionRow>, StoreError> {
+    let Some((created_at, seq)) = decode_public_id(id) else {
+        return Ok(None);
+    };
+    Ok(get_execution(conn, seq)?.filter(|e| e.created_at == created_at))
+}
+
+/// Filters of `execution.list`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub pipeline: Option<String>,
+    pub status: Option<String>,
+    pub message_seq: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Newest first, filtered.
+pub fn list_executions(
+    conn: &Connection,
+    f: &ExecutionFilter,
+) -> Result<Vec<ExecutionRow>, StoreError> {
+    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(p) = &f.pipeline {
+        sql.push_str(" AND pipeline = ?");
+        args.push(Box::new(p.clone()));
+    }
+    if let Some(s) = &f.status {
+        sql.push_str(" AND status = ?");
+        args.push(Box::new(s.clone()));
+    }
+    if let Some(m) = f.message_seq {
+        sql.push_str(" AND message_seq = ?");
+        args.push(Box::new(m));
+    }
+    if let Some(b) = f.before {
+        sql.push_str(" AND seq < ?");
+        args.push(Box::new(b));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push(Box::new(f.limit));
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), execution_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Executions waiting for a worker, oldest first.
+pub fn queued(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut st = conn.prepare("SELECT seq FROM executions WHERE status = 'queued' ORDER BY seq")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks runs that were going when hookd stopped as failed; returns how many. Runs at start,
+/// before the writer exists.
+pub fn fail_interrupted(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE executions SET status = 'failed', finished_at = ?1, \
+         error = 'interrupted: hookd stopped during this run' WHERE status = 'running'",
+        [now],
+    )?)
+}
+
+/// The last event seq the listener dispatcher has handled.
+pub fn dispatch_cursor(conn: &Connection) -> Result<u64, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'dispatch_cursor'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn set_cursor(conn: &Connection, cursor: u64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('dispatch_cursor', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = ?1 WHERE CAST(value AS INTEGER) < CAST(?1 AS INTEGER)",
+    )?
+    .execute([cursor.to_string()])?;
+    Ok(())
+}
+
+pub(super) fn create(
+    conn: &Connection,
+    new: Vec<NewExecution>,
+    cursor: Option<u64>,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO executions (created_at, pipeline, trigger, event_key, message_seq, message_id, \
+         replay_of, input, trace_id, depth, status, body_truncated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0)",
+    )?;
+    let mut seqs = Vec::with_capacity(new.len());
+    for e in new {
+        st.execute(params![
+            now,
+            e.pipeline,
+            e.trigger,
+            e.event_key,
+            e.message_seq,
+            e.message_id,
+            e.replay_of,
+            e.input,
+            e.trace_id,
+            e.depth
+        ])?;
+        let seq = conn.last_insert_rowid();
+        seqs.push((seq, public_id(now, seq).to_string()));
+    }
+    if let Some(c) = cursor {
+        set_cursor(conn, c)?;
+    }
+    Ok(Applied::new(Outcome::Executions(seqs)))
+}
+
+pub(super) fn start(conn: &Connection, seq: i64, now: i64) -> Result<Applied, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE executions SET status = 'running', started_at = ?2 WHERE seq = ?1 AND status = 'queued'")?
+        .execute(params![seq, now])?;
+    if n == 0 {
+        return Err(StoreError::Invalid(format!(
+            "execution {seq} is not queued"
+        )));
+    }
+    let row = get_execution(conn, seq)?
+        .ok_or_else(|| StoreError::NotFound(format!("execution {seq}")))?;
+    let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
+    let event = log_event(
+        conn,
+        EventType::ExecutionStarted,
+        now,
+        row.event_key.as_deref(),
+        None,
+        data,
+    )?;
+    let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
+    applied.events.push(event);
+    Ok(applied)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub seq: i64,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: &'static str,
+    pub run_as: Option<String>,
+    pub steps: String,
+    pub body: Option<String>,
+    pub body_truncated: bool,
+    pub error: Option<String>,
+    pub error_step: Option<u32>,
+}
+
+pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, StoreError> {
+    conn.prepare_cached(
+        "UPDATE executions SET status = ?2, run_as = ?3, steps = ?4, body = ?5, body_truncated = ?6, \
+         error = ?7, error_step = ?8, finished_at = ?9, started_at = coalesce(started_at, ?9) \
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        f.seq,
+        f.status,
+        f.run_as,
+        f.steps,
+        f.body,
+        f.body_truncated,
+        f.error,
+        f.error_step,
+        now
+    ])?;
+    let row = get_execution(conn, f.seq)?
+        .ok_or_else(|| StoreError::NotFound(format!("execution {}", f.seq)))?;
+    conn.prepare_cached("UPDATE pipelines SET last_run_at = ?2 WHERE name = ?1")?
+        .execute(params![row.pipeline, now])?;
+    let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
+    let event = log_event(
+        conn,
+        EventType::ExecutionFinished,
+        now,
+        row.event_key.as_deref(),
+        None,
+        data,
+    )?;
+    let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
+    applied.events.push(event);
+    Ok(applied)
+}
