@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod smtp;
+
 /// Variables that would leak the developer's own settings into a test daemon.
 const HOOKD_VARS: &[&str] = &[
     "HOOKD_CONFIG",
@@ -68,6 +70,18 @@ pub struct Options {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A TOML config file's contents (written beside the data dir and passed with --config).
+    pub config: Option<String>,
+}
+
+impl Options {
+    /// Options with this TOML config.
+    pub fn config(toml: &str) -> Options {
+        Options {
+            config: Some(toml.to_string()),
+            ..Options::default()
+        }
+    }
 }
 
 /// A running `hookd` with its own data dir.
@@ -119,8 +133,13 @@ impl Daemon {
         let mut cmd = Command::new(hookd_bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.dir)
-            .args(&self.options.args)
-            .stdin(Stdio::null())
+            .args(&self.options.args);
+        if let Some(toml) = &self.options.config {
+            let path = self.tmp.path().join("hookd.toml");
+            std::fs::write(&path, toml).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
@@ -350,8 +369,10 @@ impl Events {
     pub async fn next(&mut self) -> Value {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
+        // One deadline for the next event: pings (every 20 s) must not extend it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("an event within 30 s")
                 .expect("stream open")
@@ -362,6 +383,19 @@ impl Events {
                     return json!({"type": "close", "code": c.map(|c| u16::from(c.code))});
                 }
                 _ => continue,
+            }
+        }
+    }
+
+    /// Frames until (and including) the first for which `done` is true.
+    pub async fn until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let f = self.next().await;
+            let stop = done(&f);
+            out.push(f);
+            if stop {
+                return out;
             }
         }
     }

@@ -47,6 +47,7 @@ async fn file_then_environment_then_flags() {
             ),
             ("HOOKD_MAX_BODY".into(), "2000".into()),
         ],
+        ..Options::default()
     })
     .await;
     let w = d

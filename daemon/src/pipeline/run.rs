@@ -255,6 +255,10 @@ async fn step_once(
             log_line(st, text);
             Flow::Next(None)
         }
+        // Without a key, body.set outputs its value: it replaces the body, or goes to `output`.
+        "body.set" if !params.contains_key("key") => {
+            Flow::Next(Some(params.get("value").cloned().unwrap_or(Value::Null)))
+        }
         "set" | "var.set" | "body.set" => {
             let value = params.get("value").cloned().unwrap_or(Value::Null);
             let key = params.get("key").and_then(Value::as_str);

@@ -88,7 +88,7 @@ impl Store {
         // After a burst, the WAL file shrinks back to this size once checkpointed.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
-        let interrupted = pipelines::fail_interrupted(&conn, crate::clock::now_ms())?;
+        let interrupted = pipelines::fail_interrupted(&mut conn, crate::clock::now_ms())?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,

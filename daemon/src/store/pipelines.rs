@@ -344,14 +344,34 @@ pub fn queued(conn: &Connection) -> Result<Vec<i64>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Marks runs that were going when hookd stopped as failed; returns how many. Runs at start,
-/// before the writer exists.
-pub fn fail_interrupted(conn: &Connection, now: i64) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "UPDATE executions SET status = 'failed', finished_at = ?1, \
-         error = 'interrupted: hookd stopped during this run' WHERE status = 'running'",
-        [now],
-    )?)
+/// Marks runs that were going when hookd stopped as failed, announcing each with an
+/// `execution.finished` event; returns how many. Runs at start, before the writer exists.
+pub fn fail_interrupted(conn: &mut Connection, now: i64) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    let seqs: Vec<i64> = {
+        let mut st = tx.prepare("SELECT seq FROM executions WHERE status = 'running'")?;
+        st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    for seq in &seqs {
+        tx.execute(
+            "UPDATE executions SET status = 'failed', finished_at = ?2, \
+             error = 'interrupted: hookd stopped during this run' WHERE seq = ?1",
+            params![seq, now],
+        )?;
+        if let Some(row) = get_execution(&tx, *seq)? {
+            let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
+            log_event(
+                &tx,
+                EventType::ExecutionFinished,
+                now,
+                row.event_key.as_deref(),
+                None,
+                data,
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(seqs.len())
 }
 
 /// The last event seq the listener dispatcher has handled.

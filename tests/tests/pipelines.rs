@@ -1,0 +1,403 @@
+//! Listener pipelines: PIPEFORCE's example end to end, expressions and step options, event
+//! chains, privileges, time limits, at-least-once dispatch across kill -9, replay.
+
+use std::collections::HashMap;
+
+use hookd_e2e::smtp::SmtpSink;
+use hookd_e2e::{Daemon, Events, Options};
+use serde_json::{Value, json};
+
+async fn put_pipeline(d: &Daemon, name: &str, yaml: &str) {
+    let (status, v) = d
+        .call("pipeline.put", json!({"name": name, "pipeline": yaml}))
+        .await;
+    assert_eq!(status, 200, "pipeline.put {name}: {v}");
+}
+
+async fn post_json(d: &Daemon, url: &str, body: Value) -> String {
+    let r = d.http().post(url).json(&body).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    r.json::<Value>().await.expect("json")["messageId"]
+        .as_str()
+        .expect("messageId")
+        .to_string()
+}
+
+/// The next `n` execution.finished frames' data.
+async fn finished(ev: &mut Events, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = ev.next().await;
+        if f["type"] == "execution.finished" {
+            out.push(f["data"].clone());
+        }
+    }
+    out
+}
+
+fn by_pipeline(runs: &[Value]) -> HashMap<String, Value> {
+    runs.iter()
+        .map(|r| {
+            (
+                r["pipeline"].as_str().unwrap_or_default().to_string(),
+                r.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pipeforce_example_sends_the_mail() {
+    let mut sink = SmtpSink::start().await;
+    let d = Daemon::start_with(Options::config(&format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nstarttls = \"none\"\nfrom = \"hookd@example.com\"\n",
+        sink.port
+    )))
+    .await;
+    let (url, _) = d.webhook("webhook.salesforce.lead.created").await;
+    // Sent as the request body with Content-Type: application/yaml, as PIPEFORCE users do.
+    let yaml = "pipeline:\n  - event.listen:\n      eventKey: webhook.salesforce.lead.created\n  - mail.send:\n      to: sales@example.com\n      subject: \"New lead: ${body.payload.json.lead.name}\"\n      message: \"Please call ${body.payload.json.lead.name} (${body.payload.json.lead.company}) today.\"\n";
+    let r = d
+        .http()
+        .post(format!(
+            "{}/api/v3/command/pipeline.put?name=global/app/crm/pipeline/on-lead",
+            d.url
+        ))
+        .bearer_auth(&d.token)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+
+    post_json(
+        &d,
+        &url,
+        json!({"lead": {"name": "Ada Lovelace", "company": "Analytical Engines"}}),
+    )
+    .await;
+    let mail = sink.next().await;
+    assert_eq!(mail.from, "hookd@example.com");
+    assert_eq!(mail.to, ["sales@example.com"]);
+    assert!(
+        mail.data.contains("Subject: New lead: Ada Lovelace"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data
+            .contains("Please call Ada Lovelace (Analytical Engines) today."),
+        "{}",
+        mail.data
+    );
+}
+
+#[tokio::test]
+async fn wildcards_filters_if_on_error_and_output() {
+    let d = Daemon::start().await;
+    let (github, _) = d.webhook("webhook.github.push").await;
+    let (stripe, _) = d.webhook("webhook.stripe.charge").await;
+    put_pipeline(
+        &d,
+        "main-pushes",
+        r#"
+vars:
+  prefix: "pushed to"
+pipeline:
+  - event.listen:
+      eventKey: webhook.github.*
+      filter: ${body.payload.json.ref == 'refs/heads/main'}
+  - body.set:
+      value: ${body.payload.json.commits}
+      output: vars.commits
+  - log:
+      message: never
+      if: ${vars.prefix == 'something else'}
+  - log:
+      message: ${body.nothing.deeper}
+      onError: CONTINUE
+  - body.set:
+      value: "${vars.prefix} main: ${vars.commits} commits"
+"#,
+    )
+    .await;
+    put_pipeline(&d, "everything", "pipeline:\n  - event.listen:\n      eventKey: webhook.#\n  - log:\n      message: ${body.eventKey}\n").await;
+
+    let mut ev = d.events("types=execution.finished").await;
+    post_json(&d, &github, json!({"ref": "refs/heads/main", "commits": 3})).await;
+    let runs = by_pipeline(&finished(&mut ev, 2).await);
+    let main = &runs["main-pushes"];
+    assert_eq!(main["status"], "succeeded");
+    let detail = d.ok("execution.get", json!({"id": main["id"]})).await;
+    let statuses: Vec<&str> = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["ok", "ok", "skipped", "continued", "ok"]);
+    assert!(
+        detail["steps"][3]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("body.nothing.deeper")),
+        "{detail}"
+    );
+    assert_eq!(detail["body"], "pushed to main: 3 commits");
+    assert_eq!(runs["everything"]["status"], "succeeded");
+
+    // The filter skips other branches (recorded as skipped); webhook.# still runs.
+    post_json(&d, &github, json!({"ref": "refs/heads/dev"})).await;
+    let runs = by_pipeline(&finished(&mut ev, 2).await);
+    assert_eq!(runs["main-pushes"]["status"], "skipped");
+    assert_eq!(runs["everything"]["status"], "succeeded");
+
+    // * is one segment: webhook.stripe.charge is not webhook.github.*.
+    post_json(&d, &stripe, json!({})).await;
+    let runs = finished(&mut ev, 1).await;
+    assert_eq!(runs[0]["pipeline"], "everything");
+    let skipped = d
+        .ok("execution.list", json!({"pipeline": "main-pushes"}))
+        .await;
+    assert_eq!(skipped.as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn event_chains_run_and_the_loop_guard_stops_a_loop() {
+    let d = Daemon::start().await;
+    let (lead, _) = d.webhook("webhook.crm.lead").await;
+    put_pipeline(&d, "qualify", "pipeline:\n  - event.listen:\n      eventKey: webhook.crm.lead\n  - event.send:\n      eventKey: lead.qualified\n      payload:\n        name: ${body.payload.json.name}\n").await;
+    put_pipeline(&d, "welcome", "pipeline:\n  - event.listen:\n      eventKey: lead.qualified\n  - body.set:\n      value: \"welcome ${body.payload.name}\"\n").await;
+    let mut ev = d.events("types=execution.finished").await;
+    post_json(&d, &lead, json!({"name": "Ada"})).await;
+    let runs = by_pipeline(&finished(&mut ev, 2).await);
+    let welcome = d
+        .ok("execution.get", json!({"id": runs["welcome"]["id"]}))
+        .await;
+    assert_eq!(welcome["body"], "welcome Ada");
+    assert_eq!(welcome["trigger"], "chain");
+    assert_eq!(welcome["depth"], 1);
+    let qualify = d
+        .ok("execution.get", json!({"id": runs["qualify"]["id"]}))
+        .await;
+    assert_eq!(
+        qualify["traceId"], welcome["traceId"],
+        "a chain shares its trace id"
+    );
+
+    // A listener that sends the event it listens to stops at the depth limit.
+    let (ping, _) = d.webhook("loop.ping").await;
+    put_pipeline(&d, "echo", "pipeline:\n  - event.listen:\n      eventKey: loop.ping\n  - event.send:\n      eventKey: loop.ping\n").await;
+    post_json(&d, &ping, json!({})).await;
+    let runs = finished(&mut ev, 9).await;
+    let failed: Vec<&Value> = runs.iter().filter(|r| r["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{runs:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("event chain deeper than 8")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        runs.iter().filter(|r| r["status"] == "succeeded").count(),
+        8
+    );
+}
+
+#[tokio::test]
+async fn exec_is_denied_to_anonymous_and_allowed_after_iam_run_as() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.deploy").await;
+    put_pipeline(&d, "anonymous-exec", "pipeline:\n  - event.listen:\n      eventKey: webhook.deploy\n  - exec:\n      command: echo\n      args: [hi]\n").await;
+    put_pipeline(&d, "admin-exec", "pipeline:\n  - event.listen:\n      eventKey: webhook.deploy\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: echo\n      args: [\"deploying ${body.payload.json.version}\"]\n").await;
+    let mut ev = d.events("types=execution.finished").await;
+    post_json(&d, &url, json!({"version": "1.2.3"})).await;
+    let runs = by_pipeline(&finished(&mut ev, 2).await);
+    assert_eq!(runs["anonymous-exec"]["status"], "failed");
+    assert!(
+        runs["anonymous-exec"]["error"]
+            .as_str()
+            .is_some_and(|e| e
+                .contains("permission denied: exec needs role admin; add iam.run.as before it")),
+        "{:?}",
+        runs["anonymous-exec"]
+    );
+    let ok = d
+        .ok("execution.get", json!({"id": runs["admin-exec"]["id"]}))
+        .await;
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    assert_eq!(ok["runAs"], "admin");
+    assert_eq!(ok["body"]["stdout"], "deploying 1.2.3\n");
+
+    // Storing pipelines is for admins.
+    let viewer = d
+        .ok("token.create", json!({"role": "viewer", "name": "v"}))
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (status, _) = d
+        .call_as(
+            &viewer,
+            "pipeline.put",
+            json!({"name": "x", "pipeline": "pipeline:\n  - log\n"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_sleeping_pipeline_does_not_slow_receives_and_the_time_limit_fails_it() {
+    let d = Daemon::start_with(Options::config("[pipeline]\ntimeout = \"3s\"\n")).await;
+    let (slow, _) = d.webhook("webhook.slow").await;
+    let (other, _) = d.webhook("webhook.other").await;
+    put_pipeline(&d, "sleepy", "pipeline:\n  - event.listen:\n      eventKey: webhook.slow\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sleep\n      args: [\"60\"]\n      timeout: 120\n").await;
+    let mut ev = d.events("types=execution.*").await;
+    post_json(&d, &slow, json!({})).await;
+    let started = ev.until(|f| f["type"] == "execution.started").await;
+    let run_id = started
+        .last()
+        .map(|f| f["data"]["id"].clone())
+        .expect("started");
+
+    // While it sleeps, receiving goes on: 50 posts all answered, the run still running.
+    for i in 0..50 {
+        post_json(&d, &other, json!({"i": i})).await;
+    }
+    let still = d.ok("execution.get", json!({"id": run_id})).await;
+    assert_eq!(still["status"], "running");
+
+    let done = finished(&mut ev, 1).await;
+    assert_eq!(done[0]["status"], "failed");
+    let e = done[0]["error"].as_str().unwrap_or_default();
+    assert!(e.contains("time limit of 3s") && e.contains("exec"), "{e}");
+}
+
+#[tokio::test]
+async fn kill_9_with_undispatched_messages_still_gives_each_its_execution() {
+    const N: usize = 200;
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.crash").await;
+    put_pipeline(&d, "count", "pipeline:\n  - event.listen:\n      eventKey: webhook.crash\n  - log:\n      message: ${body.messageId}\n").await;
+    let posts = (0..N).map(|i| post_json(&d, &url, json!({"i": i})));
+    let ids: Vec<String> = futures_util::future::join_all(posts).await;
+    d.kill9().await;
+    d.start_again().await;
+
+    // Every message gets exactly one finished execution (dispatched before the crash or after).
+    let mut ev = d.events("since=0&types=execution.finished").await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while ids.iter().any(|id| !seen.contains_key(id)) {
+        let f = ev.next().await;
+        if let Some(m) = f["data"]["messageId"].as_str() {
+            *seen.entry(m.to_string()).or_default() += 1;
+        }
+    }
+    let listed = d.ok("execution.list", json!({"limit": 1000})).await;
+    let mut per_message: HashMap<String, usize> = HashMap::new();
+    for e in listed.as_array().expect("list") {
+        *per_message
+            .entry(e["messageId"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    for id in &ids {
+        assert_eq!(per_message.get(id), Some(&1), "message {id}");
+    }
+}
+
+#[tokio::test]
+async fn replay_gives_new_executions_tagged_replay_of() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.replay").await;
+    put_pipeline(&d, "echo", "pipeline:\n  - event.listen:\n      eventKey: webhook.replay\n  - body.set:\n      value: ${body.payload.json.n}\n").await;
+    let mut ev = d.events("types=execution.finished").await;
+    let id = post_json(&d, &url, json!({"n": 7})).await;
+    let first = finished(&mut ev, 1).await;
+    assert_eq!(first[0]["replayOf"], Value::Null);
+
+    let r = d.ok("message.replay", json!({"id": id})).await;
+    assert_eq!(r["executions"].as_array().map(Vec::len), Some(1));
+    let again = finished(&mut ev, 1).await;
+    assert_eq!(again[0]["replayOf"], id.as_str());
+    assert_eq!(again[0]["trigger"], "replay");
+    assert_eq!(again[0]["id"], r["executions"][0]);
+    let detail = d.ok("execution.get", json!({"id": again[0]["id"]})).await;
+    assert_eq!(detail["body"], 7);
+    let all = d.ok("execution.list", json!({"messageId": id})).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn bad_pipelines_are_refused_with_their_line_and_pipeline_run_tests_one() {
+    let d = Daemon::start().await;
+    let (status, v) = d
+        .call("pipeline.put", json!({"name": "bad", "pipeline": "pipeline:\n  - log:\n      message: ok\n  - event.listen:\n      eventKey: a.b\n"}))
+        .await;
+    assert_eq!(status, 400);
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("line 4") && msg.contains("event.listen must be the first"),
+        "{msg}"
+    );
+    let (status, v) = d
+        .call(
+            "pipeline.put",
+            json!({"name": "bad", "pipeline": "pipeline:\n  - log:\n      message: ${body.x +}\n"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid expression")
+    );
+    let (status, _) = d.call("pipeline.get", json!({"name": "bad"})).await;
+    assert_eq!(status, 404, "nothing stored");
+
+    let r = d
+        .ok(
+            "pipeline.run",
+            json!({"pipeline": "vars:\n  n: 2\npipeline:\n  - body.set:\n      value: ${body.x * vars.n}\n  - log:\n      message: \"doubled: ${body}\"\n", "body": {"x": 21}}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["body"], 42);
+    assert_eq!(r["steps"][1]["log"][0], "doubled: 42");
+    let e = d.ok("execution.get", json!({"id": r["executionId"]})).await;
+    assert_eq!(e["trigger"], "manual");
+}
+
+#[tokio::test]
+async fn messages_committed_but_never_dispatched_are_dispatched_after_a_restart() {
+    const N: usize = 30;
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.later").await;
+    put_pipeline(&d, "later", "pipeline:\n  - event.listen:\n      eventKey: webhook.later\n  - log:\n      message: ${body.messageId}\n").await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(post_json(&d, &url, json!({"i": i})).await);
+    }
+    d.stop().await;
+    // The state a crash right after the messages' commit leaves: no executions, cursor behind.
+    let last_seq: i64 = {
+        let db = rusqlite::Connection::open(d.dir.join("hookd.db")).expect("open db");
+        db.execute_batch("DELETE FROM executions; DELETE FROM meta WHERE key = 'dispatch_cursor';")
+            .expect("rewind");
+        db.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+            .expect("last seq")
+    };
+    d.start_again().await;
+    // Resume from the log, so runs that finish before this client connects are not missed.
+    let mut ev = d
+        .events(&format!("since={last_seq}&types=execution.finished"))
+        .await;
+    let runs = finished(&mut ev, N).await;
+    let mut got: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r["messageId"].as_str().map(str::to_string))
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each message dispatched exactly once");
+}
