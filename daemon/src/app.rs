@@ -28,6 +28,8 @@ pub struct App {
     pub stream_permits: Arc<Semaphore>,
     /// Compiled pipelines, listeners and the run queue.
     pub pipelines: crate::pipeline::Runtime,
+    /// Outgoing webhooks.
+    pub deliverer: crate::deliver::Deliverer,
 }
 
 /// Start-up failures.
@@ -37,6 +39,8 @@ pub enum OpenError {
     Store { dir: PathBuf, source: StoreError },
     #[error("cannot set up the admin token: {0}")]
     Auth(Error),
+    #[error("cannot set up outgoing webhooks: {0}")]
+    Deliver(String),
 }
 
 impl App {
@@ -72,7 +76,9 @@ impl App {
                 dir: config.data_dir.clone(),
                 source,
             })?;
+        let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
         let app = Arc::new(App {
+            deliverer,
             stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
             config,
             store,
@@ -88,6 +94,7 @@ impl App {
                 dir: app.config.data_dir.clone(),
                 source,
             })?;
+        tokio::spawn(crate::deliver::run(app.clone()));
         // One pass before serving, so `?since=` already sees a log within the limits.
         prune_once(&app).await;
         tokio::spawn(prune_events(app.clone()));

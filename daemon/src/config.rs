@@ -32,6 +32,21 @@ pub struct Config {
     pub events: EventsConfig,
     pub pipeline: PipelineConfig,
     pub smtp: Option<SmtpConfig>,
+    pub send: SendConfig,
+}
+
+/// Outgoing webhooks (`webhook.send`, `message.forward`).
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    /// Destinations allowed even though they are private, loopback, ...
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Allow every private/loopback/link-local destination.
+    pub allow_private: bool,
+    /// Let `message.forward` reach loopback (default: when hookd itself listens on loopback).
+    pub allow_forward_local: Option<bool>,
+    /// Attempts in flight at once, overall and per destination host.
+    pub max_concurrency: usize,
+    pub max_per_host: usize,
 }
 
 /// Listener pipelines.
@@ -123,6 +138,13 @@ impl Config {
                 anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
             },
             smtp: None,
+            send: SendConfig {
+                allow_cidrs: Vec::new(),
+                allow_private: false,
+                allow_forward_local: None,
+                max_concurrency: 64,
+                max_per_host: 8,
+            },
         }
     }
 
@@ -195,6 +217,30 @@ impl Config {
         }
         if let Some(v) = p.anonymous_commands {
             c.pipeline.anonymous_commands = v;
+        }
+        let send = file.send;
+        let cidrs = match std::env::var("HOOKD_SEND_ALLOW_CIDRS") {
+            Ok(v) if !v.trim().is_empty() => {
+                Some(v.split(',').map(|c| c.trim().to_string()).collect())
+            }
+            _ => send.allow_cidrs,
+        };
+        if let Some(cidrs) = cidrs {
+            c.send.allow_cidrs = cidrs
+                .iter()
+                .map(|s: &String| parse_cidr(s))
+                .collect::<Result<_, _>>()?;
+        }
+        c.send.allow_private = match std::env::var("HOOKD_SEND_ALLOW_PRIVATE") {
+            Ok(v) => matches!(v.trim(), "1" | "true" | "yes"),
+            Err(_) => send.allow_private.unwrap_or(false),
+        };
+        c.send.allow_forward_local = send.allow_forward_local;
+        if let Some(v) = send.max_concurrency {
+            c.send.max_concurrency = v.max(1);
+        }
+        if let Some(v) = send.max_per_host {
+            c.send.max_per_host = v.max(1);
         }
         if let Some(m) = file.smtp {
             let host = m.host.ok_or_else(|| {
@@ -269,6 +315,18 @@ fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// `10.0.0.0/8`, `127.0.0.1` (a single address), `::1/128`.
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "'{s}' in [send] allowCidrs is not a CIDR such as 10.0.0.0/8 or 127.0.0.1/32"
+            ))
+        })
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `25MiB`, `1GiB` (also `K`/`M`/`G`, and `KB`/`MB`/`GB`
 /// for powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -308,6 +366,18 @@ struct FileConfig {
     #[serde(default)]
     pipeline: PipelineSection,
     smtp: Option<SmtpSection>,
+    #[serde(default)]
+    send: SendSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SendSection {
+    allow_cidrs: Option<Vec<String>>,
+    allow_private: Option<bool>,
+    allow_forward_local: Option<bool>,
+    max_concurrency: Option<usize>,
+    max_per_host: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -292,3 +292,55 @@ pub struct StepLog {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// An outgoing delivery as `delivery.list` returns it (and `delivery.*` events carry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySummary {
+    pub id: String,
+    pub url: String,
+    pub method: String,
+    /// `pending`, `succeeded`, `failed` (gave up) or `cancelled`.
+    pub status: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub next_attempt_at: Option<String>,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    /// The `webhook-id` sent with every attempt: the receiver's idempotency key.
+    pub webhook_id: String,
+    /// `api`, `pipeline:<name>` or `forward`.
+    pub source: String,
+    /// The forwarded message, for `message.forward`.
+    pub message_id: Option<String>,
+}
+
+/// A delivery with its attempts, as `delivery.get` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    #[serde(flatten)]
+    pub summary: DeliverySummary,
+    pub headers: Vec<(String, String)>,
+    pub attempts_log: Vec<Attempt>,
+}
+
+/// One attempt of a delivery.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub n: u32,
+    pub at: String,
+    pub duration_ms: u64,
+    /// The response status, when there was a response.
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    /// The first 64 KiB of the response body (base64 when `responseEncoding` says so).
+    pub response_body: String,
+    pub response_encoding: BodyEncoding,
+    /// The network error, when there was no response.
+    pub error: Option<String>,
+}

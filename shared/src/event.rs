@@ -23,6 +23,12 @@ pub enum EventType {
     ExecutionStarted,
     #[serde(rename = "execution.finished")]
     ExecutionFinished,
+    #[serde(rename = "delivery.attempted")]
+    DeliveryAttempted,
+    #[serde(rename = "delivery.succeeded")]
+    DeliverySucceeded,
+    #[serde(rename = "delivery.failed")]
+    DeliveryFailed,
     /// Not logged: tells a stream client it fell behind (and how many events it lost, if any).
     #[serde(rename = "stream.lagged")]
     StreamLagged,
@@ -30,7 +36,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for parsing and for `?types=` filters.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 13] = [
         EventType::WebhookCreated,
         EventType::WebhookUpdated,
         EventType::WebhookDeleted,
@@ -40,6 +46,9 @@ impl EventType {
         EventType::PipelineDeleted,
         EventType::ExecutionStarted,
         EventType::ExecutionFinished,
+        EventType::DeliveryAttempted,
+        EventType::DeliverySucceeded,
+        EventType::DeliveryFailed,
         EventType::StreamLagged,
     ];
 
@@ -55,6 +64,9 @@ impl EventType {
             EventType::PipelineDeleted => "pipeline.deleted",
             EventType::ExecutionStarted => "execution.started",
             EventType::ExecutionFinished => "execution.finished",
+            EventType::DeliveryAttempted => "delivery.attempted",
+            EventType::DeliverySucceeded => "delivery.succeeded",
+            EventType::DeliveryFailed => "delivery.failed",
             EventType::StreamLagged => "stream.lagged",
         }
     }

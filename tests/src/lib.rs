@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod sink;
 pub mod smtp;
 
 /// Variables that would leak the developer's own settings into a test daemon.

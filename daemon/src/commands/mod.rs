@@ -2,6 +2,7 @@
 //! required role once. The HTTP API, the CLI (through the HTTP API) and pipelines all dispatch
 //! through `Registry::dispatch`, so validation and authorization happen in one place.
 
+mod deliver;
 mod mail;
 mod message;
 mod meta;
@@ -166,6 +167,7 @@ impl Default for Registry {
             meta::commands(),
             pipeline::commands(),
             mail::commands(),
+            deliver::commands(),
             crate::pipeline::builtins::commands(),
         ] {
             for c in family {

@@ -4,6 +4,7 @@
 //! ever crosses an `.await`.
 
 mod checkpoint;
+pub mod deliveries;
 mod error;
 pub mod events;
 pub mod files;
@@ -287,6 +288,39 @@ impl Store {
     ) -> Result<pipelines::ExecutionRow, StoreError> {
         match self.write(Op::FinishExecution(Box::new(f))).await? {
             Outcome::Execution(e) => Ok(*e),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Commits a delivery (before its first attempt).
+    pub async fn create_delivery(
+        &self,
+        d: deliveries::NewDelivery,
+    ) -> Result<deliveries::DeliveryRow, StoreError> {
+        self.delivery_op(Op::CreateDelivery(Box::new(d))).await
+    }
+
+    /// Records an attempt and what comes next.
+    pub async fn record_attempt(
+        &self,
+        a: deliveries::AttemptRecord,
+    ) -> Result<deliveries::DeliveryRow, StoreError> {
+        self.delivery_op(Op::RecordAttempt(Box::new(a))).await
+    }
+
+    /// Schedules a new attempt now.
+    pub async fn retry_delivery(&self, seq: i64) -> Result<deliveries::DeliveryRow, StoreError> {
+        self.delivery_op(Op::RetryDelivery(seq)).await
+    }
+
+    /// Cancels a pending delivery.
+    pub async fn cancel_delivery(&self, seq: i64) -> Result<deliveries::DeliveryRow, StoreError> {
+        self.delivery_op(Op::CancelDelivery(seq)).await
+    }
+
+    async fn delivery_op(&self, op: Op) -> Result<deliveries::DeliveryRow, StoreError> {
+        match self.write(op).await? {
+            Outcome::Delivery(d) => Ok(*d),
             _ => Err(unexpected()),
         }
     }

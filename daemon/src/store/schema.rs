@@ -112,6 +112,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_pipeline ON executions (pipeline, seq);
     CREATE INDEX executions_by_message ON executions (message_seq) WHERE message_seq IS NOT NULL;
     "#,
+    // 3: outgoing deliveries and their attempts.
+    r#"
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        msg_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        method TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body BLOB,
+        message_seq INTEGER,
+        message_id TEXT,
+        secret TEXT,
+        timeout_ms INTEGER NOT NULL,
+        schedule TEXT NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        next_attempt_at INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        source TEXT NOT NULL,
+        local INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+
+    CREATE TABLE delivery_attempts (
+        delivery_seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status INTEGER,
+        response_headers TEXT,
+        response_body BLOB,
+        error TEXT,
+        PRIMARY KEY (delivery_seq, n)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

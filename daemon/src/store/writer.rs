@@ -15,10 +15,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{self, Capture};
-use super::pipelines;
 use super::tokens::{self, TokenRow};
 use super::webhooks::{self, WebhookPut, WebhookRow};
 use super::{Shared, StoreError, write_lock};
+use super::{deliveries, pipelines};
 
 /// Most operations in one transaction; bounds the latency a large batch adds.
 const MAX_BATCH: usize = 512;
@@ -45,6 +45,10 @@ pub(crate) enum Op {
     },
     StartExecution(i64),
     FinishExecution(Box<pipelines::Finish>),
+    CreateDelivery(Box<deliveries::NewDelivery>),
+    RecordAttempt(Box<deliveries::AttemptRecord>),
+    RetryDelivery(i64),
+    CancelDelivery(i64),
     Shutdown,
 }
 
@@ -71,6 +75,7 @@ pub(crate) enum Outcome {
     /// (seq, public id) of each queued execution.
     Executions(Vec<(i64, String)>),
     Execution(Box<pipelines::ExecutionRow>),
+    Delivery(Box<deliveries::DeliveryRow>),
     Done,
 }
 
@@ -265,6 +270,10 @@ fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreErr
         Op::QueueExecutions { new, cursor } => pipelines::create(conn, new, cursor, now),
         Op::StartExecution(seq) => pipelines::start(conn, seq, now),
         Op::FinishExecution(f) => pipelines::finish(conn, *f, now),
+        Op::CreateDelivery(d) => deliveries::create(conn, *d, now),
+        Op::RecordAttempt(a) => deliveries::record_attempt(conn, *a, now),
+        Op::RetryDelivery(seq) => deliveries::retry(conn, seq, now),
+        Op::CancelDelivery(seq) => deliveries::cancel(conn, seq),
         Op::Shutdown => Ok(Applied::new(Outcome::Done)),
     }
 }

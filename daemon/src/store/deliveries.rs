@@ -1,0 +1,372 @@
+//! Outgoing deliveries and their attempts. A delivery is committed before its first attempt;
+//! every attempt is recorded with what came back.
+
+use base64::Engine;
+use hookd_shared::{Attempt, BodyEncoding, Delivery, DeliverySummary, EventType};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::StoreError;
+use super::ids::public_id;
+use super::writer::{Applied, Outcome, log_event};
+use crate::clock::rfc3339;
+use crate::events::EventData;
+
+/// A delivery to commit.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The `webhook-id` (same for every attempt).
+    pub msg_id: String,
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    /// The body, or `None` to send the exact body of `message_seq`.
+    pub body: Option<Vec<u8>>,
+    pub message_seq: Option<i64>,
+    pub message_id: Option<String>,
+    pub secret: Option<String>,
+    pub timeout_ms: i64,
+    /// Delay before each attempt, in ms (the first is usually 0).
+    pub schedule: Vec<i64>,
+    pub max_attempts: u32,
+    pub source: String,
+    /// May reach loopback (message.forward to a local URL).
+    pub local: bool,
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub seq: i64,
+    pub created_at: i64,
+    pub msg_id: String,
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub message_seq: Option<i64>,
+    pub message_id: Option<String>,
+    pub secret: Option<String>,
+    pub timeout_ms: i64,
+    pub schedule: Vec<i64>,
+    pub max_attempts: u32,
+    pub attempts: u32,
+    pub status: String,
+    pub next_attempt_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub source: String,
+    pub local: bool,
+}
+
+impl DeliveryRow {
+    /// Its public id.
+    pub fn id(&self) -> String {
+        public_id(self.created_at, self.seq).to_string()
+    }
+
+    /// The list view.
+    pub fn summary(&self) -> DeliverySummary {
+        DeliverySummary {
+            id: self.id(),
+            url: self.url.clone(),
+            method: self.method.clone(),
+            status: self.status.clone(),
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            next_attempt_at: self.next_attempt_at.map(rfc3339),
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            created_at: rfc3339(self.created_at),
+            webhook_id: self.msg_id.clone(),
+            source: self.source.clone(),
+            message_id: self.message_id.clone(),
+        }
+    }
+}
+
+const COLUMNS: &str = "seq, created_at, msg_id, url, method, headers, body, message_seq, message_id, \
+     secret, timeout_ms, schedule, max_attempts, attempts, status, next_attempt_at, last_status, \
+     last_error, source, local";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    let headers: String = r.get(5)?;
+    let schedule: String = r.get(11)?;
+    Ok(DeliveryRow {
+        seq: r.get(0)?,
+        created_at: r.get(1)?,
+        msg_id: r.get(2)?,
+        url: r.get(3)?,
+        method: r.get(4)?,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        body: r.get(6)?,
+        message_seq: r.get(7)?,
+        message_id: r.get(8)?,
+        secret: r.get(9)?,
+        timeout_ms: r.get(10)?,
+        schedule: serde_json::from_str(&schedule).unwrap_or_default(),
+        max_attempts: r.get(12)?,
+        attempts: r.get(13)?,
+        status: r.get(14)?,
+        next_attempt_at: r.get(15)?,
+        last_status: r.get(16)?,
+        last_error: r.get(17)?,
+        source: r.get(18)?,
+        local: r.get(19)?,
+    })
+}
+
+/// One delivery by seq.
+pub fn get(conn: &Connection, seq: i64) -> Result<Option<DeliveryRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM deliveries WHERE seq = ?1"),
+            [seq],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// A delivery with its attempts.
+pub fn detail(conn: &Connection, seq: i64) -> Result<Option<Delivery>, StoreError> {
+    let Some(row) = get(conn, seq)? else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare(
+        "SELECT n, at, duration_ms, status, response_headers, response_body, error \
+         FROM delivery_attempts WHERE delivery_seq = ?1 ORDER BY n",
+    )?;
+    let attempts = st
+        .query_map([seq], |r| {
+            let headers: Option<String> = r.get(4)?;
+            let body: Option<Vec<u8>> = r.get(5)?;
+            let body = body.unwrap_or_default();
+            let (response_body, response_encoding) = match String::from_utf8(body) {
+                Ok(s) => (s, BodyEncoding::Utf8),
+                Err(e) => (
+                    base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+                    BodyEncoding::Base64,
+                ),
+            };
+            Ok(Attempt {
+                n: r.get(0)?,
+                at: rfc3339(r.get(1)?),
+                duration_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                status: r.get(3)?,
+                response_headers: headers
+                    .and_then(|h| serde_json::from_str(&h).ok())
+                    .unwrap_or_default(),
+                response_body,
+                response_encoding,
+                error: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Delivery {
+        summary: row.summary(),
+        headers: row.headers,
+        attempts_log: attempts,
+    }))
+}
+
+/// Filters of `delivery.list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub url_prefix: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// Newest first, filtered.
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM deliveries WHERE 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(s) = &f.status {
+        sql.push_str(" AND status = ?");
+        args.push(Box::new(s.clone()));
+    }
+    if let Some(p) = &f.url_prefix {
+        sql.push_str(" AND substr(url, 1, ?) = ?");
+        args.push(Box::new(p.len() as i64));
+        args.push(Box::new(p.clone()));
+    }
+    if let Some(b) = f.before {
+        sql.push_str(" AND seq < ?");
+        args.push(Box::new(b));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push(Box::new(f.limit));
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Pending deliveries due by `now`, soonest first, at most `limit`.
+pub fn due(conn: &Connection, now: i64, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+         ORDER BY next_attempt_at LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![now, limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next pending delivery is due, if any.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+pub(super) fn create(conn: &Connection, d: NewDelivery, now: i64) -> Result<Applied, StoreError> {
+    let first = d.schedule.first().copied().unwrap_or(0).max(0);
+    conn.execute(
+        "INSERT INTO deliveries (created_at, msg_id, url, method, headers, body, message_seq, \
+         message_id, secret, timeout_ms, schedule, max_attempts, attempts, status, next_attempt_at, \
+         source, local) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, 'pending', ?13, ?14, ?15)",
+        params![
+            now,
+            d.msg_id,
+            d.url,
+            d.method,
+            serde_json::to_string(&d.headers).unwrap_or_else(|_| "[]".into()),
+            d.body,
+            d.message_seq,
+            d.message_id,
+            d.secret,
+            d.timeout_ms,
+            serde_json::to_string(&d.schedule).unwrap_or_else(|_| "[]".into()),
+            d.max_attempts,
+            now + first,
+            d.source,
+            d.local
+        ],
+    )?;
+    let row = get(conn, conn.last_insert_rowid())?
+        .ok_or_else(|| StoreError::NotFound("delivery".into()))?;
+    Ok(Applied::new(Outcome::Delivery(Box::new(row))))
+}
+
+/// What an attempt found, and what happens next.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: Vec<u8>,
+    pub error: Option<String>,
+    pub next: Next,
+}
+
+/// After an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Succeeded,
+    /// No more attempts (410 Gone, or the last one failed).
+    Failed,
+    /// Try again at this time (ms).
+    RetryAt(i64),
+}
+
+pub(super) fn record_attempt(
+    conn: &Connection,
+    a: AttemptRecord,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let row =
+        get(conn, a.seq)?.ok_or_else(|| StoreError::NotFound(format!("delivery {}", a.seq)))?;
+    let n = row.attempts + 1;
+    conn.execute(
+        "INSERT INTO delivery_attempts (delivery_seq, n, at, duration_ms, status, response_headers, \
+         response_body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            a.seq,
+            n,
+            a.at,
+            a.duration_ms,
+            a.status,
+            serde_json::to_string(&a.response_headers).unwrap_or_else(|_| "[]".into()),
+            a.response_body,
+            a.error
+        ],
+    )?;
+    // A delivery cancelled while its attempt was in flight stays cancelled.
+    let (status, next_at) = match (row.status.as_str(), a.next) {
+        ("cancelled", _) => ("cancelled", None),
+        (_, Next::Succeeded) => ("succeeded", None),
+        (_, Next::Failed) => ("failed", None),
+        (_, Next::RetryAt(t)) => ("pending", Some(t)),
+    };
+    conn.execute(
+        "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, last_status = ?5, \
+         last_error = ?6 WHERE seq = ?1",
+        params![a.seq, n, status, next_at, a.status, a.error],
+    )?;
+    let row =
+        get(conn, a.seq)?.ok_or_else(|| StoreError::NotFound(format!("delivery {}", a.seq)))?;
+    let summary = row.summary();
+    let attempted = json!({
+        "id": summary.id, "url": summary.url, "n": n, "status": a.status, "error": a.error,
+        "durationMs": a.duration_ms, "deliveryStatus": status, "nextAttemptAt": summary.next_attempt_at,
+    });
+    let mut applied = Applied::new(Outcome::Delivery(Box::new(row)));
+    applied.events.push(log_event(
+        conn,
+        EventType::DeliveryAttempted,
+        now,
+        None,
+        None,
+        EventData::Json(attempted),
+    )?);
+    let end = match status {
+        "succeeded" => Some(EventType::DeliverySucceeded),
+        "failed" => Some(EventType::DeliveryFailed),
+        _ => None,
+    };
+    if let Some(kind) = end {
+        let data = EventData::Json(serde_json::to_value(&summary).unwrap_or_default());
+        applied
+            .events
+            .push(log_event(conn, kind, now, None, None, data)?);
+    }
+    Ok(applied)
+}
+
+pub(super) fn retry(conn: &Connection, seq: i64, now: i64) -> Result<Applied, StoreError> {
+    let n = conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, \
+         max_attempts = max(max_attempts, attempts + 1) WHERE seq = ?1",
+        params![seq, now],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound(no_such_delivery(seq)));
+    }
+    let row = get(conn, seq)?.ok_or_else(|| StoreError::NotFound(no_such_delivery(seq)))?;
+    Ok(Applied::new(Outcome::Delivery(Box::new(row))))
+}
+
+pub(super) fn cancel(conn: &Connection, seq: i64) -> Result<Applied, StoreError> {
+    let row = get(conn, seq)?.ok_or_else(|| StoreError::NotFound(no_such_delivery(seq)))?;
+    if row.status != "pending" {
+        return Err(StoreError::Invalid(format!(
+            "the delivery is already {}; only pending deliveries can be cancelled",
+            row.status
+        )));
+    }
+    conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL WHERE seq = ?1",
+        [seq],
+    )?;
+    let row = get(conn, seq)?.ok_or_else(|| StoreError::NotFound(no_such_delivery(seq)))?;
+    Ok(Applied::new(Outcome::Delivery(Box::new(row))))
+}
+
+/// The message for an unknown delivery.
+pub fn no_such_delivery(seq: i64) -> String {
+    format!("no delivery {seq}; delivery.list shows them")
+}
