@@ -30,6 +30,8 @@ pub struct App {
     pub pipelines: crate::pipeline::Runtime,
     /// Outgoing webhooks.
     pub deliverer: crate::deliver::Deliverer,
+    /// Rate limits of the receive path.
+    pub limits: crate::receive::limits::Limits,
 }
 
 /// Start-up failures.
@@ -78,6 +80,7 @@ impl App {
             })?;
         let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
         let app = Arc::new(App {
+            limits: crate::receive::limits::Limits::default(),
             deliverer,
             stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
             config,

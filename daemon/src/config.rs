@@ -28,6 +28,13 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Most parts a multipart body may have.
     pub max_parts: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (for allowCidrs and per-IP limits).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests per second per source IP on webhook URLs (0: no limit), and the burst.
+    pub per_ip_rate: f64,
+    pub per_ip_burst: u32,
+    /// A body slower than this (bytes/s, after the first headerReadTimeout) is cut off.
+    pub min_body_rate: u64,
     pub synchronous: Synchronous,
     pub events: EventsConfig,
     pub pipeline: PipelineConfig,
@@ -126,6 +133,10 @@ impl Config {
             admin_token: None,
             header_read_timeout: Duration::from_secs(10),
             max_parts: 1000,
+            trusted_proxies: Vec::new(),
+            per_ip_rate: 0.0,
+            per_ip_burst: 0,
+            min_body_rate: 1024,
             synchronous: Synchronous::Full,
             events: EventsConfig {
                 max_clients: 256,
@@ -194,6 +205,16 @@ impl Config {
         }
         if let Some(v) = s.max_parts {
             c.max_parts = v;
+        }
+        if let Some(v) = s.trusted_proxies {
+            c.trusted_proxies = v.iter().map(|p| parse_cidr(p)).collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = s.per_ip_rate {
+            c.per_ip_rate = v.max(0.0);
+            c.per_ip_burst = s.per_ip_burst.unwrap_or((v * 2.0).ceil() as u32).max(1);
+        }
+        if let Some(v) = s.min_body_rate {
+            c.min_body_rate = v;
         }
         if let Some(v) = file.storage.synchronous {
             c.synchronous = v;
@@ -322,7 +343,7 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, ConfigError> {
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| {
             ConfigError::Invalid(format!(
-                "'{s}' in [send] allowCidrs is not a CIDR such as 10.0.0.0/8 or 127.0.0.1/32"
+                "'{s}' is not a CIDR such as 10.0.0.0/8 or 127.0.0.1/32"
             ))
         })
 }
@@ -410,6 +431,10 @@ struct ServerSection {
     admin_token: Option<String>,
     header_read_timeout: Option<Seconds>,
     max_parts: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    per_ip_rate: Option<f64>,
+    per_ip_burst: Option<u32>,
+    min_body_rate: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

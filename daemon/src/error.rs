@@ -30,6 +30,12 @@ pub enum Error {
     /// The body exceeds a configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client sent too slowly.
+    #[error("{0}")]
+    Timeout(String),
+    /// Over a rate limit; retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// The store could not commit; nothing was stored.
     #[error("{0}")]
     Unavailable(String),

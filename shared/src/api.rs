@@ -81,6 +81,21 @@ pub struct Webhook {
     /// Messages captured since the webhook was created.
     pub message_count: u64,
     pub last_received_at: Option<String>,
+    /// Signature verification: the scheme and its settings, secrets shown as "••••".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<serde_json::Value>,
+    /// Idempotency source: absent for the defaults (webhook-id, X-GitHub-Delivery,
+    /// Idempotency-Key, X-Request-Id), a header name, or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<String>,
+    /// Seconds a repeat counts as a duplicate (default 86400).
+    pub dedupe_window: u64,
+    /// `{"perSecond": …, "burst": …}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<serde_json::Value>,
+    /// Source networks allowed to call it (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidrs: Vec<String>,
 }
 
 /// One captured request as `message.list` returns it (and `message.received` events carry).
@@ -97,10 +112,13 @@ pub struct MessageSummary {
     /// Body size in bytes.
     pub size: u64,
     pub file_count: u32,
-    /// `accepted` (stored and fired).
+    /// `accepted` (stored and fired) or `rejected` (failed verification; stored, not fired).
     pub status: String,
-    /// `none` until the webhook verifies signatures.
+    /// `none` (not verified), `passed` or `failed`.
     pub verification: String,
+    /// Why a rejected message was refused, e.g. `signature mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// How `Message::body` is encoded.
@@ -156,6 +174,9 @@ pub struct ReceiveResponse {
     pub message_id: String,
     pub event_key: String,
     pub status: String,
+    /// True when this was a repeat of `message_id` within the dedupe window: nothing stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// Every error response: `{"error": {...}}`.

@@ -13,6 +13,8 @@ pub enum EventType {
     WebhookDeleted,
     #[serde(rename = "message.received")]
     MessageReceived,
+    #[serde(rename = "message.rejected")]
+    MessageRejected,
     #[serde(rename = "pipeline.created")]
     PipelineCreated,
     #[serde(rename = "pipeline.updated")]
@@ -36,11 +38,12 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for parsing and for `?types=` filters.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::WebhookCreated,
         EventType::WebhookUpdated,
         EventType::WebhookDeleted,
         EventType::MessageReceived,
+        EventType::MessageRejected,
         EventType::PipelineCreated,
         EventType::PipelineUpdated,
         EventType::PipelineDeleted,
@@ -59,6 +62,7 @@ impl EventType {
             EventType::WebhookUpdated => "webhook.updated",
             EventType::WebhookDeleted => "webhook.deleted",
             EventType::MessageReceived => "message.received",
+            EventType::MessageRejected => "message.rejected",
             EventType::PipelineCreated => "pipeline.created",
             EventType::PipelineUpdated => "pipeline.updated",
             EventType::PipelineDeleted => "pipeline.deleted",

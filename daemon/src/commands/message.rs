@@ -37,6 +37,12 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "only event keys starting with this",
                 },
                 Param {
+                    name: "status",
+                    kind: Kind::String,
+                    required: false,
+                    description: "accepted or rejected (failed verification)",
+                },
+                Param {
                     name: "limit",
                     kind: Kind::Integer,
                     required: false,
@@ -112,6 +118,15 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
             .transpose()?,
         event_key_prefix: p.str("eventKey").map(str::to_string),
+        status: p
+            .str("status")
+            .map(|s| match s {
+                "accepted" | "rejected" => Ok(s.to_string()),
+                _ => Err(Error::InvalidParam(format!(
+                    "status must be accepted or rejected, got '{s}'"
+                ))),
+            })
+            .transpose()?,
         before: p
             .str("before")
             .map(|b| parse_uuid("before", b))

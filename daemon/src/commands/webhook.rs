@@ -8,7 +8,10 @@ use hookd_shared::{PayloadType, Role, key};
 use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
+use crate::receive::verify::VerifyConfig;
+use crate::store::webhooks::RateLimit;
 use crate::store::{WebhookPut, webhooks};
+use serde_json::Value;
 
 const MAX_DESCRIPTION: usize = 1000;
 
@@ -54,6 +57,36 @@ pub(super) fn commands() -> Vec<Command> {
                     kind: Kind::Boolean,
                     required: false,
                     description: "false makes the URL answer 404 (default true)",
+                },
+                Param {
+                    name: "verify",
+                    kind: Kind::Json,
+                    required: false,
+                    description: "signature check, e.g. {\"scheme\":\"github\",\"secret\":\"…\"} (github, stripe, standard, hmac, token, basic; \"secrets\": [...] to rotate); null removes it",
+                },
+                Param {
+                    name: "dedupe",
+                    kind: Kind::String,
+                    required: false,
+                    description: "idempotency header (default: webhook-id, X-GitHub-Delivery, Idempotency-Key, X-Request-Id), or none",
+                },
+                Param {
+                    name: "dedupeWindow",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "seconds a repeat counts as a duplicate (default 86400)",
+                },
+                Param {
+                    name: "rateLimit",
+                    kind: Kind::Json,
+                    required: false,
+                    description: "{\"perSecond\":10,\"burst\":20}; beyond it 429 with Retry-After; null removes it",
+                },
+                Param {
+                    name: "allowCidrs",
+                    kind: Kind::Json,
+                    required: false,
+                    description: "source networks allowed, e.g. [\"192.30.252.0/22\"] (others get 403); [] allows all",
                 },
             ],
             handler: |app, call| Box::pin(put(app, call)),
@@ -145,6 +178,86 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
             "description is longer than {MAX_DESCRIPTION} characters"
         )));
     }
+    let verify = p
+        .json("verify")
+        .map(|v| match v {
+            Value::Null => Ok(None),
+            v => VerifyConfig::parse(v)
+                .map(Some)
+                .map_err(Error::InvalidParam),
+        })
+        .transpose()?;
+    let dedupe = p.str("dedupe").map(|d| {
+        let d = d.trim().to_ascii_lowercase();
+        (d != "default" && !d.is_empty()).then_some(d)
+    });
+    if let Some(Some(h)) = &dedupe {
+        if h != "none" && http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(Error::InvalidParam(format!(
+                "dedupe must be a header name or none, got '{h}'"
+            )));
+        }
+    }
+    let dedupe_window = p
+        .int("dedupeWindow")
+        .map(|w| {
+            if (1..=30 * 24 * 3600).contains(&w) {
+                Ok(w)
+            } else {
+                Err(Error::InvalidParam(format!(
+                    "dedupeWindow must be 1 to 2592000 seconds (30 days), got {w}"
+                )))
+            }
+        })
+        .transpose()?;
+    let rate_limit = p
+        .json("rateLimit")
+        .map(|v| match v {
+            Value::Null => Ok(None),
+            v => serde_json::from_value::<RateLimit>(v.clone())
+                .ok()
+                .filter(|r| r.per_second > 0.0 && r.burst >= 1)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::InvalidParam(format!(
+                        "rateLimit must be {{\"perSecond\": >0, \"burst\": >=1}}, got {v}"
+                    ))
+                }),
+        })
+        .transpose()?;
+    let allow_cidrs = p
+        .json("allowCidrs")
+        .map(|v| {
+            let list = match v {
+                Value::Array(a) => a
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_string())
+                    .collect(),
+                Value::String(s) => s
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+                Value::Null => Vec::new(),
+                other => {
+                    return Err(Error::InvalidParam(format!(
+                        "allowCidrs must be a list of CIDRs, got {other}"
+                    )));
+                }
+            };
+            list.iter()
+                .map(|c: &String| {
+                    c.parse::<ipnet::IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            Error::InvalidParam(format!(
+                                "allowCidrs: '{c}' is not a CIDR such as 192.30.252.0/22"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     let (row, _created) = app
         .store
         .put_webhook(WebhookPut {
@@ -154,6 +267,11 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
             max_payload_length,
             description,
             enabled: p.bool("enabled"),
+            verify,
+            dedupe,
+            dedupe_window,
+            rate_limit,
+            allow_cidrs,
             default_max_payload_length: global_max,
         })
         .await?;

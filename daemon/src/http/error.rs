@@ -17,6 +17,8 @@ pub fn status_and_code(e: &Error) -> (StatusCode, &'static str) {
         Error::UnknownCommand(_) => (StatusCode::NOT_FOUND, "unknown_command"),
         Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        Error::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+        Error::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
@@ -38,6 +40,12 @@ pub fn response(e: &Error) -> Response<Body> {
             },
         },
     );
+    if let Error::TooManyRequests { retry_after, .. } = e {
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(*retry_after),
+        );
+    }
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,

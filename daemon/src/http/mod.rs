@@ -37,7 +37,7 @@ where
                 Ok(r) => Ok(json_response(StatusCode::OK, &r)),
                 // The body may be half-read: close, so the client cannot reuse the connection
                 // with the rest of that body still in flight.
-                Err(e @ (Error::PayloadTooLarge(_) | Error::BadRequest(_))) => {
+                Err(e @ (Error::PayloadTooLarge(_) | Error::BadRequest(_) | Error::Timeout(_))) => {
                     let mut r = error::response(&e);
                     r.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));

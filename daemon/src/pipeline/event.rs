@@ -156,6 +156,7 @@ mod tests {
                 file_count: 0,
                 status: "accepted".into(),
                 verification: "none".into(),
+                reason: None,
             },
             path: "/".into(),
             query: "uuid=w1&tag=a&tag=b".into(),

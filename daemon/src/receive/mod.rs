@@ -4,11 +4,14 @@
 //! to `incoming/<id>` (fsynced before the commit), so a 100 MiB upload costs a few buffers of
 //! memory. A multipart body is parsed on the fly into (offset, size) views of the same bytes.
 
+pub mod limits;
 pub mod multipart;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hookd_shared::ReceiveResponse;
@@ -19,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{Capture, CapturedBody, Dirs, PartRecord, files::sync_dir};
+use crate::store::{Capture, Captured, CapturedBody, Dirs, PartRecord, files::sync_dir};
 use multipart::{MultipartError, Parser, header_text};
 
 /// Bodies up to this size are kept in memory and stored in the database row.
@@ -41,6 +44,7 @@ where
     B::Error: std::fmt::Display,
 {
     let received_at = crate::clock::now_ms();
+    let started = Instant::now();
     if !matches!(
         parts.method.as_str(),
         "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
@@ -56,7 +60,30 @@ where
         .webhook(&uuid)
         .filter(|h| h.enabled)
         .ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
-    let limit = hook.max_payload_length.min(app.config.max_body);
+
+    let client = client_ip(&app.config.trusted_proxies, remote.ip(), &parts.headers);
+    if !hook.allow_cidrs.is_empty() && !hook.allow_cidrs.iter().any(|n| n.contains(&client)) {
+        return Err(Error::Forbidden(format!(
+            "{client} may not send to this webhook"
+        )));
+    }
+    let limited = |wait: std::time::Duration, what: &str| Error::TooManyRequests {
+        message: format!("too many requests {what}; retry later"),
+        retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+    };
+    let cfg = &app.config;
+    app.limits
+        .per_ip
+        .take(&client, cfg.per_ip_rate, f64::from(cfg.per_ip_burst))
+        .map_err(|w| limited(w, &format!("from {client}")))?;
+    if let Some(r) = hook.rate_limit {
+        app.limits
+            .per_webhook
+            .take(&hook.uuid, r.per_second, f64::from(r.burst.max(1)))
+            .map_err(|w| limited(w, "to this webhook"))?;
+    }
+
+    let limit = hook.max_payload_length.min(cfg.max_body);
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -70,15 +97,21 @@ where
         .get(http::header::CONTENT_TYPE)
         .map(|v| header_text(v.as_bytes()));
     let parser = match content_type.as_deref().map(multipart::boundary).transpose() {
-        Ok(b) => b.flatten().map(|b| Parser::new(&b, app.config.max_parts)),
+        Ok(b) => b.flatten().map(|b| Parser::new(&b, cfg.max_parts)),
         Err(e) => return Err(Error::BadRequest(e.to_string())),
     };
+    let query = parts.uri.query().unwrap_or("");
+    let mut verifier = hook
+        .verify
+        .as_ref()
+        .map(|v| v.start(&parts.headers, query, received_at / 1000));
 
     let mut sink = Sink {
         limit,
         size: 0,
         hasher: Sha256::new(),
         mem: BytesMut::new(),
+        head: BytesMut::new(),
         spill: None,
         parser,
         dirs: app.store.dirs().clone(),
@@ -86,31 +119,60 @@ where
     if declared.is_some_and(|n| n as usize > INLINE_MAX) {
         sink.spill().await.map_err(|e| sink_error(limit, e))?;
     }
-    while let Some(frame) = body.frame().await {
+    // The header timeout doubles as the body's idle limit and as the grace period before the
+    // minimum rate applies: a client that trickles its body cannot hold a connection.
+    let idle = cfg.header_read_timeout;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(Error::Timeout(format!(
+                    "no part of the body arrived for {} s; nothing was stored",
+                    idle.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(f)) => f,
+        };
         let frame = frame.map_err(|e| {
             Error::BadRequest(format!(
                 "the request body could not be read ({e}); nothing was stored"
             ))
         })?;
         if let Ok(chunk) = frame.into_data() {
+            if let Some(v) = verifier.as_mut() {
+                v.update(&chunk);
+            }
             sink.push(chunk).await.map_err(|e| sink_error(limit, e))?;
         }
+        let elapsed = started.elapsed();
+        let incomplete = declared.is_none_or(|n| sink.size < n);
+        if incomplete
+            && elapsed > idle
+            && (sink.size as f64) < elapsed.as_secs_f64() * cfg.min_body_rate as f64
+        {
+            return Err(Error::Timeout(format!(
+                "the body arrived slower than {} bytes/s; nothing was stored",
+                cfg.min_body_rate
+            )));
+        }
     }
+    let verdict = verifier.map(|v| v.finish());
     let Finished {
         body: stored,
+        head,
         guard,
         sha256,
         size,
         parts: parts_found,
     } = sink.finish().await.map_err(|e| sink_error(limit, e))?;
 
-    let capture = Capture {
+    let mut capture = Capture {
         webhook_uuid: hook.uuid.clone(),
         event_key: hook.event_key.clone(),
         received_at,
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
+        query: query.to_string(),
         headers_json: headers_json(&parts.headers),
         remote_addr: remote.to_string(),
         content_type,
@@ -129,18 +191,98 @@ where
             })
             .collect(),
         body: stored,
+        verification: if verdict.is_some() { "passed" } else { "none" },
+        rejected: None,
+        dedupe: None,
     };
+    if let Some(Err(reason)) = verdict {
+        // Kept for the operator (first 64 KiB, hash of all of it), rate-capped; the sender
+        // learns nothing that helps it forge the next attempt. `guard` deletes any spilled file.
+        drop(guard);
+        if app.limits.may_record_rejection(&hook.uuid) {
+            capture.body = CapturedBody::Inline(head);
+            capture.parts = Vec::new();
+            capture.rejected = Some(reason);
+            app.store.capture(capture).await?;
+        } else {
+            tracing::warn!(webhook = %hook.uuid, "rejected request not recorded (rejection records are rate-capped): {reason}");
+        }
+        return Err(Error::Unauthorized(
+            "the request could not be verified".into(),
+        ));
+    }
+    capture.dedupe =
+        dedupe_key(hook.dedupe.as_deref(), &parts.headers).map(|k| (k, hook.dedupe_window * 1000));
     // From here the store owns the file: it moves it into place on commit and deletes it if the
     // commit fails, even if this request is dropped while waiting.
     if let Some(mut g) = guard {
         g.disarm();
     }
-    let summary = app.store.capture(capture).await?;
-    Ok(ReceiveResponse {
-        message_id: summary.id.clone(),
-        event_key: summary.event_key.clone(),
-        status: "ok".into(),
-    })
+    match app.store.capture(capture).await? {
+        Captured::Stored(summary) => Ok(ReceiveResponse {
+            message_id: summary.id.clone(),
+            event_key: summary.event_key.clone(),
+            status: "ok".into(),
+            duplicate: false,
+        }),
+        Captured::Duplicate(original) => Ok(ReceiveResponse {
+            message_id: original,
+            event_key: hook.event_key.clone(),
+            status: "ok".into(),
+            duplicate: true,
+        }),
+    }
+}
+
+/// Headers that carry an idempotency key, by default, in order of preference.
+const DEDUPE_HEADERS: [&str; 4] = [
+    "webhook-id",
+    "x-github-delivery",
+    "idempotency-key",
+    "x-request-id",
+];
+
+/// The idempotency key of a request: from the webhook's `dedupe` header, or the first default
+/// header present; none with `dedupe: none`.
+fn dedupe_key(setting: Option<&str>, headers: &http::HeaderMap) -> Option<String> {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 512)
+            .map(str::to_string)
+    };
+    match setting {
+        Some("none") => None,
+        Some(h) => value(h),
+        None => DEDUPE_HEADERS.iter().find_map(|h| value(h)),
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest address in
+/// `X-Forwarded-For` that is not a trusted proxy itself.
+fn client_ip(
+    trusted: &[ipnet::IpNet],
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
 }
 
 /// `[["name","value"],...]` in the order hyper keeps (repeats kept), written into one buffer.
@@ -207,6 +349,8 @@ struct Sink {
     size: u64,
     hasher: Sha256,
     mem: BytesMut,
+    /// The first `INLINE_MAX` bytes once the body spilled to a file (for rejection records).
+    head: BytesMut,
     spill: Option<Spill>,
     parser: Option<Parser>,
     dirs: Dirs,
@@ -232,7 +376,11 @@ impl Sink {
             self.spill().await?;
         }
         match self.spill.as_mut() {
-            Some(s) => s.file.write_all(&chunk).await?,
+            Some(s) => {
+                let room = INLINE_MAX.saturating_sub(self.head.len());
+                self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                s.file.write_all(&chunk).await?
+            }
             None => self.mem.extend_from_slice(&chunk),
         }
         Ok(())
@@ -248,7 +396,7 @@ impl Sink {
         let file = tokio::fs::File::create(&path).await?;
         let mut file = tokio::io::BufWriter::with_capacity(SPILL_BUFFER, file);
         file.write_all(&self.mem).await?;
-        self.mem = BytesMut::new();
+        self.head = std::mem::take(&mut self.mem);
         self.spill = Some(Spill { id, file, guard });
         Ok(())
     }
@@ -260,8 +408,12 @@ impl Sink {
             None => Vec::new(),
         };
         let sha256: [u8; 32] = self.hasher.finalize().into();
-        let (body, guard) = match self.spill {
-            None => (CapturedBody::Inline(self.mem.freeze()), None),
+        let head_limit = |b: Bytes| b.slice(..b.len().min(INLINE_MAX));
+        let (body, head, guard) = match self.spill {
+            None => {
+                let all = self.mem.freeze();
+                (CapturedBody::Inline(all.clone()), head_limit(all), None)
+            }
             Some(mut s) => {
                 s.file.flush().await?;
                 s.file.get_ref().sync_all().await?;
@@ -269,11 +421,13 @@ impl Sink {
                 tokio::task::spawn_blocking(move || sync_dir(&incoming))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;
-                (CapturedBody::File(s.id), Some(s.guard))
+                let head = head_limit(self.head.freeze());
+                (CapturedBody::File(s.id), head, Some(s.guard))
             }
         };
         Ok(Finished {
             body,
+            head,
             guard,
             sha256,
             size: self.size,
@@ -285,6 +439,8 @@ impl Sink {
 /// A fully received body.
 struct Finished {
     body: CapturedBody,
+    /// The first 64 KiB.
+    head: Bytes,
     /// Deletes the body file unless disarmed.
     guard: Option<TempFile>,
     sha256: [u8; 32],
@@ -333,5 +489,40 @@ mod tests {
                 ("x-bin".into(), "caf\u{e9}".into())
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_keys_come_from_the_configured_or_default_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-request-id", "r1".parse().expect("value"));
+        h.insert("x-github-delivery", "g1".parse().expect("value"));
+        assert_eq!(
+            dedupe_key(None, &h).as_deref(),
+            Some("g1"),
+            "X-GitHub-Delivery before X-Request-Id"
+        );
+        assert_eq!(dedupe_key(Some("x-request-id"), &h).as_deref(), Some("r1"));
+        assert_eq!(dedupe_key(Some("none"), &h), None);
+        assert_eq!(dedupe_key(None, &http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.7, 10.0.0.2".parse().expect("value"),
+        );
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let stranger: std::net::IpAddr = "198.51.100.1".parse().expect("ip");
+        assert_eq!(client_ip(&trusted, proxy, &h).to_string(), "203.0.113.7");
+        assert_eq!(client_ip(&trusted, stranger, &h), stranger);
+        assert_eq!(client_ip(&[], proxy, &h), proxy);
     }
 }

@@ -80,5 +80,11 @@ pub(super) fn prune(
         "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
         params![cut, chunk],
     )?;
+    // Idempotency keys outlive no window (30 days at most).
+    conn.execute(
+        "DELETE FROM dedupe WHERE (webhook_uuid, key) IN \
+         (SELECT webhook_uuid, key FROM dedupe WHERE at < ?1 LIMIT ?2)",
+        params![crate::clock::now_ms() - 30 * 24 * 3600 * 1000, chunk],
+    )?;
     Ok(Applied::new(Outcome::Pruned(n)))
 }

@@ -66,9 +66,37 @@ pub struct Capture {
     pub sha256: [u8; 32],
     pub parts: Vec<PartRecord>,
     pub body: CapturedBody,
+    /// `none`, or `passed` when the webhook verifies signatures.
+    pub verification: &'static str,
+    /// Why verification failed: stored as rejected, announced, fired nowhere.
+    pub rejected: Option<String>,
+    /// The idempotency key and the window (ms) a repeat of it is a duplicate in.
+    pub dedupe: Option<(String, i64)>,
 }
 
 pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied, StoreError> {
+    if let Some((key, window)) = &c.dedupe {
+        let earlier: Option<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT message_seq, at FROM dedupe WHERE webhook_uuid = ?1 AND key = ?2",
+            )?
+            .query_row(params![c.webhook_uuid, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((seq, at)) = earlier.filter(|(_, at)| now - at < *window) {
+            // A repeat: nothing is stored or fired; the sender learns the original id.
+            let received_at: i64 = conn
+                .prepare_cached("SELECT received_at FROM messages WHERE seq = ?1")?
+                .query_row([seq], |r| r.get(0))
+                .optional()?
+                .unwrap_or(at);
+            let mut applied =
+                Applied::new(Outcome::Duplicate(message_id(received_at, seq).to_string()));
+            if let CapturedBody::File(id) = &c.body {
+                applied.effects.push(Effect::DiscardFile(id.clone()));
+            }
+            return Ok(applied);
+        }
+    }
     let file_count = c.parts.iter().filter(|p| p.is_file()).count() as u32;
     let parts = (!c.parts.is_empty())
         .then(|| serde_json::to_string(&c.parts).unwrap_or_else(|_| "[]".into()));
@@ -76,16 +104,22 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         CapturedBody::Inline(b) => (None, Some(&b[..])),
         CapturedBody::File(id) => (Some(id.as_str()), None),
     };
+    let (status, verification) = match &c.rejected {
+        Some(_) => ("rejected", "failed"),
+        None => ("accepted", c.verification),
+    };
     let mut st = conn.prepare_cached(
         "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
          method, path, query, headers, remote_addr, content_type, size, sha256, file_count, parts, \
-         body_file, body) VALUES (?1, ?2, ?3, 'accepted', 'none', ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-         ?11, ?12, ?13, ?14, ?15)",
+         body_file, body, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+         ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     st.execute(params![
         c.webhook_uuid,
         c.event_key,
         c.received_at,
+        status,
+        verification,
         c.method,
         c.path,
         c.query,
@@ -98,8 +132,13 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         parts,
         body_file,
         body,
+        c.rejected,
     ])?;
     let seq = conn.last_insert_rowid();
+    if let Some((key, _)) = &c.dedupe {
+        conn.prepare_cached("INSERT OR REPLACE INTO dedupe (webhook_uuid, key, message_seq, at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![c.webhook_uuid, key, seq, now])?;
+    }
     let summary = Arc::new(MessageSummary {
         id: message_id(c.received_at, seq).to_string(),
         uuid: c.webhook_uuid,
@@ -109,15 +148,24 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         content_type: c.content_type,
         size: c.size,
         file_count,
-        status: "accepted".into(),
-        verification: "none".into(),
+        status: status.into(),
+        verification: verification.into(),
+        reason: c.rejected.clone(),
     });
+    let kind = if c.rejected.is_some() {
+        EventType::MessageRejected
+    } else {
+        EventType::MessageReceived
+    };
     let data = EventData::Message(summary.clone());
-    let event = log_event(conn, EventType::MessageReceived, now, None, Some(seq), data)?;
+    let event = log_event(conn, kind, now, None, Some(seq), data)?;
     let counted = (summary.uuid.clone(), c.received_at);
+    let rejected = c.rejected.is_some();
     let mut applied = Applied::new(Outcome::Captured(summary));
     applied.events.push(event);
-    applied.counted = Some(counted);
+    if !rejected {
+        applied.counted = Some(counted);
+    }
     if let CapturedBody::File(id) = c.body {
         applied.effects.push(Effect::PromoteFile(id));
     }
@@ -147,18 +195,22 @@ pub(super) fn count(conn: &Connection, counted: &[(String, i64)]) -> Result<(), 
 pub struct ListFilter {
     pub uuid: Option<String>,
     pub event_key_prefix: Option<String>,
+    /// `accepted` or `rejected`.
+    pub status: Option<String>,
     /// Only messages older than this one.
     pub before: Option<Uuid>,
     pub limit: u32,
 }
 
 const SUMMARY_COLUMNS: &str = "seq, received_at, webhook_uuid, event_key, method, content_type, \
-                               size, file_count, status, verification";
+                               size, file_count, status, verification, reason";
+/// How many columns `SUMMARY_COLUMNS` has.
+const SUMMARY_WIDTH: usize = 11;
 /// The same columns from a `messages m` alias, for joins.
 pub(super) const SUMMARY_COLUMNS_M: &str = "m.seq, m.received_at, m.webhook_uuid, m.event_key, \
-     m.method, m.content_type, m.size, m.file_count, m.status, m.verification";
+     m.method, m.content_type, m.size, m.file_count, m.status, m.verification, m.reason";
 
-/// A summary from the ten summary columns starting at column `base`.
+/// A summary from the summary columns starting at column `base`.
 pub(super) fn summary_from_row(r: &Row<'_>, base: usize) -> rusqlite::Result<MessageSummary> {
     let (seq, received_at): (i64, i64) = (r.get(base)?, r.get(base + 1)?);
     Ok(MessageSummary {
@@ -172,6 +224,7 @@ pub(super) fn summary_from_row(r: &Row<'_>, base: usize) -> rusqlite::Result<Mes
         file_count: r.get(base + 7)?,
         status: r.get(base + 8)?,
         verification: r.get(base + 9)?,
+        reason: r.get(base + 10)?,
     })
 }
 
@@ -184,6 +237,10 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
             .ok_or_else(|| StoreError::Invalid(format!("before={before} is not a message id")))?;
         sql.push_str(" AND seq < ?");
         args.push(Box::new(seq));
+    }
+    if let Some(status) = &f.status {
+        sql.push_str(" AND status = ?");
+        args.push(Box::new(status.clone()));
     }
     if let Some(uuid) = &f.uuid {
         sql.push_str(" AND webhook_uuid = ?");
@@ -235,21 +292,22 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
     ))?;
     let rec = st
         .query_row(params![seq, received_at], |r| {
-            let headers: String = r.get(12)?;
-            let sha: Vec<u8> = r.get(14)?;
-            let parts: Option<String> = r.get(15)?;
-            let body_file: Option<String> = r.get(16)?;
+            let w = SUMMARY_WIDTH;
+            let headers: String = r.get(w + 2)?;
+            let sha: Vec<u8> = r.get(w + 4)?;
+            let parts: Option<String> = r.get(w + 5)?;
+            let body_file: Option<String> = r.get(w + 6)?;
             let body = match body_file {
                 Some(f) => StoredBody::File(f),
-                None => StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(17)?.unwrap_or_default()),
+                None => StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(w + 7)?.unwrap_or_default()),
             };
             Ok(MessageRecord {
                 seq: r.get(0)?,
                 summary: summary_from_row(r, 0)?,
-                path: r.get(10)?,
-                query: r.get(11)?,
+                path: r.get(w)?,
+                query: r.get(w + 1)?,
                 headers: serde_json::from_str(&headers).unwrap_or_default(),
-                remote_addr: r.get(13)?,
+                remote_addr: r.get(w + 3)?,
                 sha256: sha.try_into().unwrap_or([0; 32]),
                 parts: parts
                     .and_then(|p| serde_json::from_str(&p).ok())

@@ -33,6 +33,13 @@ pub use tokens::{TokenAuth, TokenRow};
 pub use webhooks::{WebhookPut, WebhookRow};
 use writer::{Job, Op, Outcome};
 
+/// What a capture came to.
+pub enum Captured {
+    Stored(Arc<hookd_shared::MessageSummary>),
+    /// A repeat within the dedupe window: the original message's id.
+    Duplicate(String),
+}
+
 /// Operations queued for the writer before senders wait; bounds memory under bursts.
 const WRITE_QUEUE: usize = 4096;
 /// Reader threads; each has its own connection.
@@ -182,21 +189,19 @@ impl Store {
         &self.inner.shared.public_url
     }
 
-    /// Commits a captured request; returns once it is on disk.
-    pub async fn capture(
-        &self,
-        c: Capture,
-    ) -> Result<Arc<hookd_shared::MessageSummary>, StoreError> {
+    /// Commits a captured request; returns once it is on disk (or found to be a duplicate).
+    pub async fn capture(&self, c: Capture) -> Result<Captured, StoreError> {
         match self.write(Op::Capture(Box::new(c))).await? {
-            Outcome::Captured(s) => Ok(s),
+            Outcome::Captured(s) => Ok(Captured::Stored(s)),
+            Outcome::Duplicate(id) => Ok(Captured::Duplicate(id)),
             _ => Err(unexpected()),
         }
     }
 
     /// Creates or edits a webhook; `true` when it was created.
     pub async fn put_webhook(&self, put: WebhookPut) -> Result<(WebhookRow, bool), StoreError> {
-        match self.write(Op::PutWebhook(put)).await? {
-            Outcome::Webhook(w, created) => Ok((w, created)),
+        match self.write(Op::PutWebhook(Box::new(put))).await? {
+            Outcome::Webhook(w, created) => Ok((*w, created)),
             _ => Err(unexpected()),
         }
     }
@@ -204,7 +209,7 @@ impl Store {
     /// Deletes a webhook (its messages stay).
     pub async fn delete_webhook(&self, uuid: String) -> Result<WebhookRow, StoreError> {
         match self.write(Op::DeleteWebhook(uuid)).await? {
-            Outcome::Webhook(w, _) => Ok(w),
+            Outcome::Webhook(w, _) => Ok(*w),
             _ => Err(unexpected()),
         }
     }
@@ -412,6 +417,9 @@ mod tests {
             sha256: [0; 32],
             parts: Vec::new(),
             body: CapturedBody::Inline(Bytes::from_static(body)),
+            verification: "none",
+            rejected: None,
+            dedupe: None,
         }
     }
 
@@ -441,7 +449,11 @@ mod tests {
             store.capture(capture(&w.uuid, b"1")),
             store.capture(capture(&w.uuid, b"2"))
         );
-        let ids = [a.expect("a").id.clone(), b.expect("b").id.clone()];
+        let id = |c: Result<Captured, StoreError>| match c {
+            Ok(Captured::Stored(s)) => s.id.clone(),
+            _ => panic!("stored"),
+        };
+        let ids = [id(a), id(b)];
 
         let first = rx.recv().await.expect("event");
         assert_eq!((first.seq, first.kind), (1, EventType::WebhookCreated));
@@ -471,5 +483,28 @@ mod tests {
         assert_eq!(logged, 3);
         store.shutdown().await;
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_runs_its_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            synchronous: Synchronous::Normal,
+            public_url: "http://h".into(),
+            bus: Bus::default(),
+        })
+        .expect("open");
+        // Every statement of the prune (events, idempotency keys) must be valid SQL.
+        store
+            .prune_events(0, crate::clock::now_ms())
+            .await
+            .expect("prune");
+        store.shutdown().await;
     }
 }

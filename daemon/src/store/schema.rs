@@ -150,6 +150,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (delivery_seq, n)
     ) WITHOUT ROWID;
     "#,
+    // 4: incoming verification, rejections, deduplication, rate limits, source allow-lists.
+    r#"
+    ALTER TABLE webhooks ADD COLUMN verify TEXT;
+    ALTER TABLE webhooks ADD COLUMN dedupe TEXT;
+    ALTER TABLE webhooks ADD COLUMN dedupe_window INTEGER;
+    ALTER TABLE webhooks ADD COLUMN rate_limit TEXT;
+    ALTER TABLE webhooks ADD COLUMN allow_cidrs TEXT;
+    ALTER TABLE messages ADD COLUMN reason TEXT;
+    CREATE INDEX messages_by_status ON messages (status, seq) WHERE status != 'accepted';
+    CREATE TABLE dedupe (
+        webhook_uuid TEXT NOT NULL,
+        key TEXT NOT NULL,
+        message_seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (webhook_uuid, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX dedupe_by_age ON dedupe (at);
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use hookd_shared::{EventType, PayloadType, Webhook};
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
+use crate::receive::verify::VerifyConfig;
 
 /// A webhook as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +25,25 @@ pub struct WebhookRow {
     pub updated_at: i64,
     pub message_count: u64,
     pub last_received_at: Option<i64>,
+    pub verify: Option<VerifyConfig>,
+    /// `None`: the default idempotency headers; `Some("none")`: no dedupe; else a header.
+    pub dedupe: Option<String>,
+    /// Seconds.
+    pub dedupe_window: i64,
+    pub rate_limit: Option<RateLimit>,
+    pub allow_cidrs: Vec<ipnet::IpNet>,
 }
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Dedupe window when none is set: 24 h.
+pub const DEFAULT_DEDUPE_WINDOW: i64 = 24 * 3600;
 
 impl WebhookRow {
     /// The API view, with its receive URL under `public_url`.
@@ -40,6 +60,11 @@ impl WebhookRow {
             updated_at: rfc3339(self.updated_at),
             message_count: self.message_count,
             last_received_at: self.last_received_at.map(rfc3339),
+            verify: self.verify.as_ref().map(VerifyConfig::masked),
+            dedupe: self.dedupe.clone(),
+            dedupe_window: self.dedupe_window.max(0) as u64,
+            rate_limit: self.rate_limit.and_then(|r| serde_json::to_value(r).ok()),
+            allow_cidrs: self.allow_cidrs.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -58,12 +83,21 @@ pub struct WebhookPut {
     pub max_payload_length: Option<u64>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    /// `Some(None)` removes verification.
+    pub verify: Option<Option<VerifyConfig>>,
+    /// `Some(None)` goes back to the default idempotency headers.
+    pub dedupe: Option<Option<String>>,
+    pub dedupe_window: Option<i64>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub allow_cidrs: Option<Vec<ipnet::IpNet>>,
     /// The global limit, used when creating without `maxPayloadLength`.
     pub default_max_payload_length: u64,
 }
 
 const COLUMNS: &str = "uuid, event_key, payload_type, max_payload_length, description, enabled, \
-                       created_at, updated_at, message_count, last_received_at";
+                       created_at, updated_at, message_count, last_received_at, verify, dedupe, \
+                       dedupe_window, rate_limit, allow_cidrs";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
     let payload_type: String = r.get(2)?;
@@ -78,7 +112,28 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
         updated_at: r.get(7)?,
         message_count: r.get::<_, i64>(8)? as u64,
         last_received_at: r.get(9)?,
+        verify: json_col(r, 10)?,
+        dedupe: r.get(11)?,
+        dedupe_window: r
+            .get::<_, Option<i64>>(12)?
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW),
+        rate_limit: json_col(r, 13)?,
+        allow_cidrs: json_col::<Vec<String>>(r, 14)?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
     })
+}
+
+/// A JSON column, `None` when NULL (or unreadable: written by a newer hookd).
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+    Ok(r.get::<_, Option<String>>(i)?
+        .and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+fn to_json<T: Serialize>(v: &Option<T>) -> Option<String> {
+    v.as_ref().and_then(|v| serde_json::to_string(v).ok())
 }
 
 /// Every webhook, oldest first.
@@ -129,10 +184,26 @@ pub(super) fn put(
             if let Some(v) = put.enabled {
                 w.enabled = v;
             }
+            if let Some(v) = put.verify {
+                w.verify = v;
+            }
+            if let Some(v) = put.dedupe {
+                w.dedupe = v;
+            }
+            if let Some(v) = put.dedupe_window {
+                w.dedupe_window = v;
+            }
+            if let Some(v) = put.rate_limit {
+                w.rate_limit = v;
+            }
+            if let Some(v) = put.allow_cidrs {
+                w.allow_cidrs = v;
+            }
             w.updated_at = now;
             conn.execute(
                 "UPDATE webhooks SET event_key = ?2, payload_type = ?3, max_payload_length = ?4, \
-                 description = ?5, enabled = ?6, updated_at = ?7 WHERE uuid = ?1",
+                 description = ?5, enabled = ?6, updated_at = ?7, verify = ?8, dedupe = ?9, \
+                 dedupe_window = ?10, rate_limit = ?11, allow_cidrs = ?12 WHERE uuid = ?1",
                 params![
                     w.uuid,
                     w.event_key,
@@ -140,7 +211,12 @@ pub(super) fn put(
                     w.max_payload_length as i64,
                     w.description,
                     w.enabled,
-                    w.updated_at
+                    w.updated_at,
+                    to_json(&w.verify),
+                    w.dedupe,
+                    w.dedupe_window,
+                    to_json(&w.rate_limit),
+                    cidrs_json(&w.allow_cidrs),
                 ],
             )?;
             w
@@ -165,9 +241,17 @@ pub(super) fn put(
                 updated_at: now,
                 message_count: 0,
                 last_received_at: None,
+                verify: put.verify.flatten(),
+                dedupe: put.dedupe.flatten(),
+                dedupe_window: put.dedupe_window.unwrap_or(DEFAULT_DEDUPE_WINDOW),
+                rate_limit: put.rate_limit.flatten(),
+                allow_cidrs: put.allow_cidrs.unwrap_or_default(),
             };
             conn.execute(
-                &format!("INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL)"),
+                &format!(
+                    "INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, \
+                     ?9, ?10, ?11, ?12, ?13)"
+                ),
                 params![
                     w.uuid,
                     w.event_key,
@@ -176,7 +260,12 @@ pub(super) fn put(
                     w.description,
                     w.enabled,
                     w.created_at,
-                    w.updated_at
+                    w.updated_at,
+                    to_json(&w.verify),
+                    w.dedupe,
+                    w.dedupe_window,
+                    to_json(&w.rate_limit),
+                    cidrs_json(&w.allow_cidrs),
                 ],
             )?;
             w
@@ -189,7 +278,7 @@ pub(super) fn put(
     };
     let data = EventData::Json(serde_json::to_value(row.to_api(public_url)).unwrap_or_default());
     let event = log_event(conn, kind, now, Some(&row.event_key), None, data)?;
-    let mut applied = Applied::new(Outcome::Webhook(row.clone(), created));
+    let mut applied = Applied::new(Outcome::Webhook(Box::new(row.clone()), created));
     applied.events.push(event);
     applied.effects.push(Effect::CacheWebhook(Arc::new(row)));
     Ok(applied)
@@ -212,12 +301,19 @@ pub(super) fn delete(
         None,
         data,
     )?;
-    let mut applied = Applied::new(Outcome::Webhook(row, false));
+    let mut applied = Applied::new(Outcome::Webhook(Box::new(row), false));
     applied.events.push(event);
     applied
         .effects
         .push(Effect::UncacheWebhook(uuid.to_string()));
     Ok(applied)
+}
+
+fn cidrs_json(c: &[ipnet::IpNet]) -> Option<String> {
+    (!c.is_empty()).then(|| {
+        serde_json::to_string(&c.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    })
 }
 
 /// The message for an unknown uuid in management commands.

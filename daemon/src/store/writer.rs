@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 512;
 /// A write the writer thread performs.
 pub(crate) enum Op {
     Capture(Box<Capture>),
-    PutWebhook(WebhookPut),
+    PutWebhook(Box<WebhookPut>),
     DeleteWebhook(String),
     CreateToken(TokenRow),
     DeleteToken(String),
@@ -68,7 +68,9 @@ impl Op {
 /// What a committed operation produced.
 pub(crate) enum Outcome {
     Captured(Arc<MessageSummary>),
-    Webhook(WebhookRow, bool),
+    /// A repeat within the dedupe window: the original message's id.
+    Duplicate(String),
+    Webhook(Box<WebhookRow>, bool),
     Token(TokenRow),
     Pruned(usize),
     Pipeline(pipelines::PipelineRow, bool),
@@ -101,6 +103,8 @@ pub(crate) enum Effect {
     CacheToken(TokenRow),
     UncacheToken([u8; 32]),
     PromoteFile(String),
+    /// A body file that turned out not to be needed (a duplicate).
+    DiscardFile(String),
 }
 
 impl Applied {
@@ -181,6 +185,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared) {
                         write_lock(&shared.tokens).remove(&hash);
                     }
                     Effect::PromoteFile(id) => promote.push(id),
+                    Effect::DiscardFile(id) => shared.dirs.discard(Some(&id)),
                 }
             }
         }
@@ -250,7 +255,7 @@ fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreErr
     let now = crate::clock::now_ms();
     match op {
         Op::Capture(c) => messages::insert(conn, *c, now),
-        Op::PutWebhook(put) => webhooks::put(conn, put, now, &shared.public_url),
+        Op::PutWebhook(put) => webhooks::put(conn, *put, now, &shared.public_url),
         Op::DeleteWebhook(uuid) => webhooks::delete(conn, &uuid, now, &shared.public_url),
         Op::CreateToken(t) => tokens::insert(conn, t),
         Op::DeleteToken(id) => tokens::delete(conn, &id),

@@ -1,0 +1,144 @@
+//! Rate limits on the receive path, in memory: per webhook (its `rateLimit`), per source IP
+//! (`[server] perIpRate`), and a cap on how many rejected requests are recorded, so a flood of
+//! bad signatures cannot fill the disk. Memory stays bounded however many IPs show up.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most source IPs tracked at once; past that, idle ones are forgotten first.
+const MAX_IPS: usize = 100_000;
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets keyed by `K`.
+pub struct Buckets<K> {
+    map: Mutex<HashMap<K, Bucket>>,
+    max_keys: usize,
+}
+
+impl<K: Eq + Hash + Clone> Buckets<K> {
+    /// Buckets for at most `max_keys` keys.
+    pub fn new(max_keys: usize) -> Self {
+        Buckets {
+            map: Mutex::new(HashMap::new()),
+            max_keys,
+        }
+    }
+
+    /// Takes a token for `key`; `Err(wait)` when there is none yet.
+    pub fn take(&self, key: &K, per_second: f64, burst: f64) -> Result<(), Duration> {
+        if per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(key) && map.len() >= self.max_keys {
+            evict(&mut map, now, per_second, burst, self.max_keys);
+        }
+        let b = map.entry(key.clone()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * per_second).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_second))
+        }
+    }
+
+    /// Forgets a key (e.g. a deleted webhook).
+    pub fn forget(&self, key: &K) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Drops buckets that have refilled (forgetting an idle key loses nothing); if that is not
+/// enough, drops an arbitrary half, so the map never grows past its cap. Amortised: after a
+/// drop there is room for many new keys before the next one.
+fn evict<K: Eq + Hash + Clone>(
+    map: &mut HashMap<K, Bucket>,
+    now: Instant,
+    per_second: f64,
+    burst: f64,
+    max_keys: usize,
+) {
+    map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * per_second < burst);
+    if map.len() >= max_keys {
+        let drop: Vec<K> = map.keys().take(map.len() / 2 + 1).cloned().collect();
+        for k in drop {
+            map.remove(&k);
+        }
+    }
+}
+
+/// Every limit on the receive path.
+pub struct Limits {
+    pub per_webhook: Buckets<String>,
+    pub per_ip: Buckets<IpAddr>,
+    /// Recorded rejections per webhook: 1/s, bursts of 60.
+    rejected_per_webhook: Buckets<String>,
+    /// Recorded rejections overall: 10/s, bursts of 600.
+    rejected_total: Buckets<()>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_webhook: Buckets::new(usize::MAX),
+            per_ip: Buckets::new(MAX_IPS),
+            rejected_per_webhook: Buckets::new(usize::MAX),
+            rejected_total: Buckets::new(1),
+        }
+    }
+}
+
+impl Limits {
+    /// Whether another rejected request of `webhook` may be recorded now.
+    pub fn may_record_rejection(&self, webhook: &str) -> bool {
+        self.rejected_per_webhook
+            .take(&webhook.to_string(), 1.0, 60.0)
+            .is_ok()
+            && self.rejected_total.take(&(), 10.0, 600.0).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_allow_bursts_then_the_rate() {
+        let b: Buckets<u8> = Buckets::new(10);
+        for _ in 0..3 {
+            assert!(b.take(&1, 1.0, 3.0).is_ok());
+        }
+        let wait = b.take(&1, 1.0, 3.0).expect_err("empty");
+        assert!(
+            wait <= Duration::from_secs(1) && wait > Duration::from_millis(900),
+            "{wait:?}"
+        );
+        assert!(b.take(&2, 1.0, 3.0).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn many_keys_stay_bounded() {
+        let b: Buckets<u32> = Buckets::new(1000);
+        for k in 0..100_000u32 {
+            let _ = b.take(&k, 1.0, 5.0);
+        }
+        assert!(b.map.lock().map(|m| m.len()).unwrap_or(0) <= 1000);
+    }
+}
