@@ -245,7 +245,8 @@ pub struct PipelineInfo {
     pub name: String,
     /// The pattern of its `event.listen`, when it is a listener.
     pub event_key: Option<String>,
-    /// The YAML (or JSON) as stored.
+    /// The YAML (or JSON) as stored (absent in `pipeline.*` events).
+    #[serde(default)]
     pub source: String,
     /// The token name that stored it, and that token's role then.
     pub stored_by: String,

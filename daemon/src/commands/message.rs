@@ -43,6 +43,12 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "accepted or rejected (failed verification)",
                 },
                 Param {
+                    name: "search",
+                    kind: Kind::String,
+                    required: false,
+                    description: "text in the event key or the body (bodies up to 64 KiB)",
+                },
+                Param {
                     name: "limit",
                     kind: Kind::Integer,
                     required: false,
@@ -118,6 +124,10 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
             .transpose()?,
         event_key_prefix: p.str("eventKey").map(str::to_string),
+        search: p
+            .str("search")
+            .filter(|q| !q.is_empty())
+            .map(str::to_string),
         status: p
             .str("status")
             .map(|s| match s {

@@ -197,6 +197,8 @@ pub struct ListFilter {
     pub event_key_prefix: Option<String>,
     /// `accepted` or `rejected`.
     pub status: Option<String>,
+    /// Text in the event key or in an inline (up to 64 KiB) body.
+    pub search: Option<String>,
     /// Only messages older than this one.
     pub before: Option<Uuid>,
     pub limit: u32,
@@ -237,6 +239,11 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
             .ok_or_else(|| StoreError::Invalid(format!("before={before} is not a message id")))?;
         sql.push_str(" AND seq < ?");
         args.push(Box::new(seq));
+    }
+    if let Some(q) = &f.search {
+        sql.push_str(" AND (instr(event_key, ?) > 0 OR instr(body, CAST(? AS BLOB)) > 0)");
+        args.push(Box::new(q.clone()));
+        args.push(Box::new(q.clone()));
     }
     if let Some(status) = &f.status {
         sql.push_str(" AND status = ?");
