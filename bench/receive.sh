@@ -16,7 +16,7 @@ command -v wrk >/dev/null && command -v webhook >/dev/null ||
   { echo "receive.sh: needs wrk and webhook: apt-get install -y wrk webhook" >&2; exit 1; }
 limit=$shared/limits/target/release/limit-server
 [ -x "$limit" ] || (cd "$shared/limits" && cargo build --release --quiet)
-cargo build --release --quiet -p hookd
+cargo build --release --quiet -p hookd -p hookd-bench
 hookd=$PWD/target/release/hookd
 work=$(mktemp -d "${TMPDIR:-/tmp}/hookd-bench.XXXXXX")
 uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10
@@ -62,7 +62,12 @@ measure() { # NAME PORT PATH  (the server is $pid)
 
 lsync=$(tr '[:lower:]' '[:upper:]' <<<"$sync")
 for r in $(seq "$rounds"); do
-  start_hookd; measure hookd 18090 "/api/v3/command/webhook.receive?uuid=$uuid"; stop; sleep 1
+  start_hookd; measure hookd 18090 "/api/v3/command/webhook.receive?uuid=$uuid"
+  if [ -n "${LISTENER:-}" ]; then
+    # Target 2 also asks that every message gets its execution: wait for the queue to drain.
+    echo "  round $r $("$PWD/target/release/hookd-bench" counts --data-dir "$work/data")" >&2
+  fi
+  stop; sleep 1
   LIMIT_SYNC=$lsync "$limit" sqlite-group 18083 "$work/group.db" 2>/dev/null & pid=$!
   wait_port 18083; measure sqlite-group 18083 /hooks/bench; stop; rm -f "$work"/group.db*; sleep 1
   webhook -hooks "$shared/hooks.json" -ip 127.0.0.1 -port 9000 >/dev/null 2>&1 & pid=$!

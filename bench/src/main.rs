@@ -27,6 +27,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Target 2: waits until every message of a running daemon's data dir has an execution,
+    /// then prints both counts (run while bench/receive.sh LISTENER=1 holds the daemon).
+    Counts {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Target 3: one multipart upload of `mib` MiB, streamed; the daemon's peak RSS growth and
+    /// the throughput.
+    MultipartBig {
+        #[arg(long, default_value_t = 100)]
+        mib: u64,
+    },
+    /// Target 5: persisted deliveries per second to a sink (e.g. limit-server null).
+    Deliveries {
+        /// The sink, e.g. http://127.0.0.1:18081/
+        #[arg(long)]
+        sink: String,
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+    },
+    /// Target 6: fills a daemon with `messages` 1 KiB messages, restarts it, and measures start-up
+    /// to /healthz, message.list p99, idle RSS and the database size.
+    Store {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Keep (and reuse) the filled data dir here.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Target 7: frame render time of the dashboard at 160x48 with a full message window.
+    TuiRender {
+        #[arg(long, default_value_t = 2000)]
+        frames: usize,
+    },
+    /// Target 7: start hookd-tui (in tmux) against a daemon holding `messages` messages; time to
+    /// the first screen with messages, and the dashboard's RSS.
+    TuiStart {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value = "target/release/hookd-tui")]
+        tui: PathBuf,
+    },
     /// Latency from a receive's 2xx to the event arriving at a connected WebSocket client, at a
     /// fixed request rate.
     StreamLatency {
@@ -42,24 +88,37 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::StreamLatency { rate, seconds } => stream_latency(&cli.hookd, rate, seconds).await,
+        Cmd::Counts { data_dir, timeout } => counts(&data_dir, timeout).await,
+        Cmd::MultipartBig { mib } => multipart_big(&cli.hookd, mib).await,
+        Cmd::Deliveries { sink, count, conns } => deliveries(&cli.hookd, &sink, count, conns).await,
+        Cmd::Store { messages, data_dir } => store(&cli.hookd, messages, data_dir).await,
+        Cmd::TuiRender { frames } => tui_render(frames),
+        Cmd::TuiStart { messages, tui } => tui_start(&cli.hookd, &tui, messages).await,
     }
 }
 
 /// A hookd started for one scenario; killed on drop.
 struct Daemon {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     url: String,
     token: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
     async fn start(bin: &Path, extra: &[&str]) -> Result<Daemon> {
-        let dir = tempfile::tempdir()?;
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let mut d = Daemon::start_in(bin, &dir, extra).await?;
+        d._tmp = Some(tmp);
+        Ok(d)
+    }
+
+    async fn start_in(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Daemon> {
         let mut child = tokio::process::Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .env_remove("HOOKD_ADMIN_TOKEN")
             .stdout(Stdio::piped())
@@ -75,16 +134,34 @@ impl Daemon {
             .context("unexpected first line")?
             .to_string();
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))?
+        let token = std::fs::read_to_string(dir.join("admin.token"))?
             .trim()
             .to_string();
         Ok(Daemon {
-            _child: child,
+            child,
             url,
             token,
             http: reqwest::Client::new(),
-            _dir: dir,
+            _tmp: None,
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Stops with SIGTERM and waits.
+    async fn stop(mut self) -> Result<()> {
+        let _ = std::process::Command::new("kill")
+            .arg(self.pid().to_string())
+            .status();
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    async fn webhook(&self, key: &str) -> Result<String> {
+        let w = self.call("webhook.put", json!({"eventKey": key})).await?;
+        Ok(w["webhookUrl"].as_str().context("webhookUrl")?.to_string())
     }
 
     async fn call(&self, name: &str, params: Value) -> Result<Value> {
@@ -204,5 +281,331 @@ async fn stream_latency(bin: &Path, rate: u32, seconds: u32) -> Result<()> {
     if missing > 0 {
         bail!("{missing} acknowledged messages never reached the stream");
     }
+    Ok(())
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn counts(data_dir: &Path, timeout: u64) -> Result<()> {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let count = |sql: &str| -> Result<i64> { Ok(db.query_row(sql, [], |r| r.get(0))?) };
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let started = Instant::now();
+    loop {
+        let m = count("SELECT count(*) FROM messages WHERE status = 'accepted'")?;
+        let e = count(
+            "SELECT count(*) FROM executions WHERE status IN ('succeeded', 'failed', 'skipped')",
+        )?;
+        if e >= m || Instant::now() > deadline {
+            println!(
+                "counts messages={m} executions_finished={e} caught_up_after={:.1}s equal={}",
+                started.elapsed().as_secs_f64(),
+                e == m
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn multipart_big(bin: &Path, mib: u64) -> Result<()> {
+    let limit = format!("{}MiB", mib * 2 + 1);
+    let d = Daemon::start(bin, &["--max-body", &limit]).await?;
+    let url = d.webhook("webhook.bench.upload").await?;
+    // Warm up, so the baseline includes what any request allocates.
+    d.http.post(&url).body("warm").send().await?;
+    let (base, _) = rss(d.pid());
+    let boundary = "benchboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let chunk = bytes::Bytes::from(vec![0xabu8; 1 << 20]);
+    let total = head.len() as u64 + mib * (1 << 20) + tail.len() as u64;
+    let parts = std::iter::once(bytes::Bytes::from(head))
+        .chain(std::iter::repeat_n(chunk, mib as usize))
+        .chain(std::iter::once(bytes::Bytes::from(tail)))
+        .map(Ok::<_, std::io::Error>);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(parts));
+    let started = Instant::now();
+    let r = d
+        .http
+        .post(&url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("content-length", total)
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let secs = started.elapsed().as_secs_f64();
+    let (_, peak) = rss(d.pid());
+    println!(
+        "multipart-big size={mib}MiB status={} time={secs:.2}s throughput={:.0}MB/s rss_before={:.1}MiB peak={:.1}MiB growth={:.1}MiB",
+        status.as_u16(),
+        total as f64 / secs / 1e6,
+        base as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(base) as f64 / 1024.0
+    );
+    Ok(())
+}
+
+async fn deliveries(bin: &Path, sink: &str, count: usize, conns: usize) -> Result<()> {
+    let cfg = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        cfg.path(),
+        "[send]\nallowCidrs = [\"127.0.0.1/32\"]\nmaxConcurrency = 64\nmaxPerHost = 64\n",
+    )?;
+    let cfg_path = cfg.path().to_string_lossy().to_string();
+    let d = Daemon::start(bin, &["--config", &cfg_path]).await?;
+    let ws_url = format!(
+        "{}/api/v3/events?types=delivery.succeeded,delivery.failed&token={}",
+        d.url.replace("http://", "ws://"),
+        d.token
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let (http, url, token, next, sink) = (
+            d.http.clone(),
+            d.url.clone(),
+            d.token.clone(),
+            next.clone(),
+            sink.to_string(),
+        );
+        senders.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
+                let _ = http
+                    .post(format!("{url}/api/v3/command/webhook.send"))
+                    .bearer_auth(&token)
+                    .json(&json!({"url": sink, "message": {"n": 1, "pad": "x".repeat(900)}}))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let committed = started.elapsed().as_secs_f64();
+    let (mut ok, mut failed) = (0, 0);
+    while ok + failed < count {
+        let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await? else {
+            bail!("the stream ended");
+        };
+        if let Ok(t) = msg.to_text() {
+            if t.contains("delivery.succeeded") {
+                ok += 1;
+            } else if t.contains("delivery.failed") {
+                failed += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "deliveries count={count} succeeded={ok} failed={failed} all_committed_after={committed:.2}s all_delivered_after={secs:.2}s rate={:.0}/s",
+        count as f64 / secs
+    );
+    Ok(())
+}
+
+/// Posts `n` 1 KiB JSON messages to `url` from 64 concurrent clients.
+async fn fill(d: &Daemon, url: &str, n: usize) -> Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = bytes::Bytes::from(format!(
+        "{{\"event\":\"push\",\"pad\":\"{}\"}}",
+        "x".repeat(1024 - 27)
+    ));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, url, next, body) = (d.http.clone(), url.to_string(), next.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                let _ = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
+    if !dir.join("hookd.db").exists() {
+        let d = Daemon::start_in(bin, &dir, &[]).await?;
+        let url = d.webhook("webhook.bench.store").await?;
+        let t = Instant::now();
+        fill(&d, &url, messages).await?;
+        eprintln!(
+            "filled {messages} messages in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        d.stop().await?;
+    }
+    let db_bytes: u64 = ["hookd.db", "hookd.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    // Start-up: from spawning the process to /healthz answering 200.
+    let started = Instant::now();
+    let d = Daemon::start_in(bin, &dir, &[]).await?;
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{}/healthz", d.url)).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+    }
+    let startup = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss, _) = rss(d.pid());
+    let first = d.call("message.list", json!({"limit": 50})).await?;
+    let cursor = first[49]["id"].as_str().unwrap_or_default().to_string();
+    let uuid = first[0]["uuid"].as_str().unwrap_or_default().to_string();
+    let mut lat = Vec::new();
+    for i in 0..1000 {
+        let params = match i % 3 {
+            0 => json!({"limit": 50}),
+            1 => json!({"limit": 50, "uuid": uuid}),
+            _ => json!({"limit": 50, "before": cursor}),
+        };
+        let t = Instant::now();
+        d.call("message.list", params).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let stored: i64 = rusqlite::Connection::open_with_flags(
+        dir.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?
+    .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    let payload = stored as f64 * 1024.0;
+    println!(
+        "store messages={stored} startup_to_healthz={:.0}ms idle_rss={:.1}MiB list_p50={:.2}ms list_p99={:.2}ms db={:.0}MiB payload={:.0}MiB ratio={:.2}",
+        startup.as_secs_f64() * 1e3,
+        idle_rss as f64 / 1024.0,
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        db_bytes as f64 / 1048576.0,
+        payload / 1048576.0,
+        db_bytes as f64 / payload
+    );
+    d.stop().await?;
+    Ok(())
+}
+
+fn tui_render(frames: usize) -> Result<()> {
+    use hookd_tui::app::{Action, App, Loaded, WINDOW};
+    use hookd_tui::fixtures;
+    let mut app = App::new("http://127.0.0.1:8080");
+    app.update(Action::Connected);
+    app.update(Action::Loaded(Loaded::Webhooks(fixtures::webhooks())));
+    app.update(Action::Loaded(Loaded::Messages {
+        items: fixtures::messages(WINDOW),
+        append: false,
+    }));
+    app.update(Action::Loaded(Loaded::Message(Box::new(fixtures::detail(
+        "m-0",
+    )))));
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 48))?;
+    let mut times = Vec::with_capacity(frames);
+    for i in 0..frames {
+        // Move around so frames draw different windows.
+        app.messages.selected = (i * 7) % WINDOW;
+        let t = Instant::now();
+        term.draw(|f| hookd_tui::ui::render(&app, f))?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "tui-render frames={frames} size=160x48 window={WINDOW} p50={:.3}ms p99={:.3}ms max={:.3}ms",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+        times.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+async fn tui_start(bin: &Path, tui: &Path, messages: usize) -> Result<()> {
+    let d = Daemon::start(bin, &[]).await?;
+    let url = d.webhook("webhook.bench.tui").await?;
+    fill(&d, &url, messages).await?;
+    let socket = format!("hookd-bench-{}", std::process::id());
+    let started = Instant::now();
+    let ok = std::process::Command::new("tmux")
+        .args(["-L", &socket, "new-session", "-d", "-x", "160", "-y", "48"])
+        .arg(tui)
+        .args([
+            "--url",
+            &d.url,
+            "--token",
+            &d.token,
+            "--config",
+            "/nonexistent",
+        ])
+        .status()?;
+    if !ok.success() {
+        bail!("tmux failed (apt-get install -y tmux)");
+    }
+    let first_screen = loop {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &socket, "capture-pane", "-p"])
+            .output()?;
+        if String::from_utf8_lossy(&out.stdout).contains("webhook.bench.tui") {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("no first screen within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = std::process::Command::new("tmux")
+        .args(["-L", &socket, "list-panes", "-F", "#{pane_pid}"])
+        .output()?;
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let (now, peak) = rss(pid);
+    let _ = std::process::Command::new("tmux")
+        .args(["-L", &socket, "kill-server"])
+        .status();
+    println!(
+        "tui-start messages={messages} first_screen={:.0}ms rss={:.1}MiB peak={:.1}MiB",
+        first_screen.as_secs_f64() * 1e3,
+        now as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     Ok(())
 }

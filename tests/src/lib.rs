@@ -119,7 +119,12 @@ impl Daemon {
             options,
             log,
             tmp,
-            http: reqwest::Client::new(),
+            // The daemon closes idle keep-alive connections after its header timeout (10 s);
+            // forget them sooner, so a reused one is never already closed.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(3))
+                .build()
+                .expect("http client"),
         };
         d.spawn().await;
         d

@@ -27,7 +27,12 @@ impl Client {
     /// For the daemon at `url`.
     pub fn new(url: &str, token: Option<String>) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            // hookd closes idle keep-alive connections after its header timeout (10 s by
+            // default); dropping ours sooner avoids reusing one it just closed.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(3))
+                .build()
+                .unwrap_or_default(),
             url: url.trim_end_matches('/').to_string(),
             token,
         }

@@ -54,6 +54,9 @@ fn client(policy: Arc<Policy>) -> Result<reqwest::Client, String> {
         .no_proxy()
         .user_agent(concat!("hookd/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(8)
+        // Many servers close idle connections after 5 s (Node's default); reusing one they just
+        // closed would fail an attempt for nothing.
+        .pool_idle_timeout(std::time::Duration::from_secs(4))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
