@@ -461,12 +461,7 @@ fn delivery_seq(name: &str, id: &str) -> Result<i64, Error> {
 
 async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let p = &call.params;
-    let limit = p.int("limit").unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::InvalidParam(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = p.limit()?;
     if let Some(s) = p.str("status") {
         if !matches!(s, "pending" | "succeeded" | "failed" | "cancelled") {
             return Err(Error::InvalidParam(format!(
@@ -481,7 +476,7 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .str("before")
             .map(|b| delivery_seq("before", b))
             .transpose()?,
-        limit: limit as u32,
+        limit,
     };
     let rows = app
         .store

@@ -14,8 +14,6 @@ use crate::store::messages::{self, ListFilter, MessageRecord, StoredBody};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 1000;
 
 pub(super) fn commands() -> Vec<Command> {
     vec![
@@ -112,12 +110,7 @@ pub(super) fn commands() -> Vec<Command> {
 
 async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let p = &call.params;
-    let limit = p.int("limit").unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::InvalidParam(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
+    let limit = p.limit()?;
     let filter = ListFilter {
         uuid: p
             .str("uuid")
@@ -141,7 +134,7 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .str("before")
             .map(|b| parse_uuid("before", b))
             .transpose()?,
-        limit: limit as u32,
+        limit,
     };
     let rows = app.store.read(move |c| messages::list(c, &filter)).await?;
     json(&rows)

@@ -107,6 +107,19 @@ impl Params {
         self.0.get(name).and_then(Value::as_i64)
     }
 
+    /// The `limit` of a list command: 50 unless given, at most 1000 so one answer stays small.
+    pub fn limit(&self) -> Result<u32, Error> {
+        const MAX: i64 = 1000;
+        let limit = self.int("limit").unwrap_or(50);
+        if !(1..=MAX).contains(&limit) {
+            return Err(Error::InvalidParam(format!(
+                "limit must be between 1 and {MAX}, got {limit}"
+            )));
+        }
+        // In range 1..=1000, so the conversion cannot fail.
+        Ok(limit as u32)
+    }
+
     /// A boolean parameter.
     pub fn bool(&self, name: &str) -> Option<bool> {
         self.0.get(name).and_then(Value::as_bool)
@@ -400,6 +413,21 @@ mod tests {
             err.to_string().contains("missing required parameter 'id'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn list_limits_default_and_are_bounded() {
+        let limit = |pairs: &[(&str, Value)]| Params(raw(pairs)).limit();
+        assert_eq!(limit(&[]).expect("default"), 50);
+        assert_eq!(limit(&[("limit", 1000.into())]).expect("max"), 1000);
+        for bad in [0, -1, 1001] {
+            let err = limit(&[("limit", bad.into())]).expect_err("out of range");
+            assert!(
+                err.to_string()
+                    .contains(&format!("limit must be between 1 and 1000, got {bad}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -14,8 +14,6 @@ use crate::store::ids::decode_public_id;
 use crate::store::messages;
 use crate::store::pipelines::{self, ExecutionFilter, Finish, NewExecution, PipelineRow};
 
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 1000;
 const MAX_SOURCE: usize = 256 * 1024;
 
 pub(super) fn commands() -> Vec<Command> {
@@ -333,12 +331,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
 
 async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let p = &call.params;
-    let limit = p.int("limit").unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::InvalidParam(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
+    let limit = p.limit()?;
     if let Some(s) = p.str("status") {
         if !matches!(s, "queued" | "running" | "succeeded" | "failed" | "skipped") {
             return Err(Error::InvalidParam(format!(
@@ -361,7 +354,7 @@ async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
         status: p.str("status").map(str::to_string),
         message_seq: seq_of("messageId")?,
         before: seq_of("before")?,
-        limit: limit as u32,
+        limit,
     };
     let rows = app
         .store

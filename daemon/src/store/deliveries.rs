@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::StoreError;
 use super::ids::public_id;
+use super::page::Page;
 use super::writer::{Applied, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
@@ -180,26 +181,10 @@ pub struct ListFilter {
 
 /// Newest first, filtered.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<DeliveryRow>, StoreError> {
-    let mut sql = format!("SELECT {COLUMNS} FROM deliveries WHERE 1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    if let Some(s) = &f.status {
-        sql.push_str(" AND status = ?");
-        args.push(Box::new(s.clone()));
-    }
-    if let Some(p) = &f.url_prefix {
-        sql.push_str(" AND substr(url, 1, ?) = ?");
-        args.push(Box::new(p.len() as i64));
-        args.push(Box::new(p.clone()));
-    }
-    if let Some(b) = f.before {
-        sql.push_str(" AND seq < ?");
-        args.push(Box::new(b));
-    }
-    sql.push_str(" ORDER BY seq DESC LIMIT ?");
-    args.push(Box::new(f.limit));
-    let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut page = Page::of(COLUMNS, "deliveries");
+    page.eq("status", f.status.as_ref());
+    page.prefix("url", f.url_prefix.as_ref());
+    page.fetch(conn, f.before, f.limit, from_row)
 }
 
 /// Pending deliveries due by `now`, soonest first, at most `limit`.

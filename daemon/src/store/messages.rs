@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
+use super::page::Page;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
@@ -232,39 +233,25 @@ pub(super) fn summary_from_row(r: &Row<'_>, base: usize) -> rusqlite::Result<Mes
 
 /// Newest first, filtered.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, StoreError> {
-    let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE 1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    if let Some(before) = f.before {
-        let (_, seq) = decode_message_id(before)
-            .ok_or_else(|| StoreError::Invalid(format!("before={before} is not a message id")))?;
-        sql.push_str(" AND seq < ?");
-        args.push(Box::new(seq));
-    }
+    let before = f
+        .before
+        .map(|b| {
+            decode_message_id(b)
+                .map(|(_, seq)| seq)
+                .ok_or_else(|| StoreError::Invalid(format!("before={b} is not a message id")))
+        })
+        .transpose()?;
+    let mut page = Page::of(SUMMARY_COLUMNS, "messages");
     if let Some(q) = &f.search {
-        sql.push_str(" AND (instr(event_key, ?) > 0 OR instr(body, CAST(? AS BLOB)) > 0)");
-        args.push(Box::new(q.clone()));
-        args.push(Box::new(q.clone()));
+        page.raw(
+            "(instr(event_key, ?) > 0 OR instr(body, CAST(? AS BLOB)) > 0)",
+            vec![Box::new(q.clone()), Box::new(q.clone())],
+        );
     }
-    if let Some(status) = &f.status {
-        sql.push_str(" AND status = ?");
-        args.push(Box::new(status.clone()));
-    }
-    if let Some(uuid) = &f.uuid {
-        sql.push_str(" AND webhook_uuid = ?");
-        args.push(Box::new(uuid.clone()));
-    }
-    if let Some(prefix) = &f.event_key_prefix {
-        sql.push_str(" AND substr(event_key, 1, ?) = ?");
-        args.push(Box::new(prefix.len() as i64));
-        args.push(Box::new(prefix.clone()));
-    }
-    sql.push_str(" ORDER BY seq DESC LIMIT ?");
-    args.push(Box::new(f.limit));
-    let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-        summary_from_row(r, 0)
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    page.eq("status", f.status.as_ref());
+    page.eq("webhook_uuid", f.uuid.as_ref());
+    page.prefix("event_key", f.event_key_prefix.as_ref());
+    page.fetch(conn, before, f.limit, |r| summary_from_row(r, 0))
 }
 
 /// Where a stored body is.

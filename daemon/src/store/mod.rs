@@ -10,6 +10,7 @@ pub mod events;
 pub mod files;
 pub mod ids;
 pub mod messages;
+mod page;
 pub mod pipelines;
 mod reader;
 mod schema;

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::ids::{decode_public_id, public_id};
+use super::page::Page;
 use super::writer::{Applied, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
@@ -312,29 +313,11 @@ pub fn list_executions(
     conn: &Connection,
     f: &ExecutionFilter,
 ) -> Result<Vec<ExecutionRow>, StoreError> {
-    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE 1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    if let Some(p) = &f.pipeline {
-        sql.push_str(" AND pipeline = ?");
-        args.push(Box::new(p.clone()));
-    }
-    if let Some(s) = &f.status {
-        sql.push_str(" AND status = ?");
-        args.push(Box::new(s.clone()));
-    }
-    if let Some(m) = f.message_seq {
-        sql.push_str(" AND message_seq = ?");
-        args.push(Box::new(m));
-    }
-    if let Some(b) = f.before {
-        sql.push_str(" AND seq < ?");
-        args.push(Box::new(b));
-    }
-    sql.push_str(" ORDER BY seq DESC LIMIT ?");
-    args.push(Box::new(f.limit));
-    let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), execution_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut page = Page::of(EXECUTION_COLUMNS, "executions");
+    page.eq("pipeline", f.pipeline.as_ref());
+    page.eq("status", f.status.as_ref());
+    page.eq("message_seq", f.message_seq.as_ref());
+    page.fetch(conn, f.before, f.limit, execution_from_row)
 }
 
 /// Executions waiting for a worker, oldest first.
