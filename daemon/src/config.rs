@@ -144,7 +144,7 @@ impl Config {
                 max_age: Duration::from_secs(30 * 24 * 3600),
             },
             pipeline: PipelineConfig {
-                workers: 4,
+                workers: 16,
                 timeout: Duration::from_secs(60),
                 anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
             },

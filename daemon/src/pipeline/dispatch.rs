@@ -393,8 +393,19 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
             error_step: None,
         },
     };
-    if let Err(e) = app.store.finish_execution(finish).await {
-        tracing::error!("recording the end of execution {seq} failed: {e}");
+    // The worker moves on once the record is queued: the writer's queue keeps it ahead of the
+    // next run's start, and waiting for its commit too would halve what a worker can run.
+    let failed =
+        move |e: StoreError| tracing::error!("recording the end of execution {seq} failed: {e}");
+    match app.store.finish_execution_queued(finish).await {
+        Ok(committed) => {
+            tokio::spawn(async move {
+                if let Err(e) = committed.await {
+                    failed(e);
+                }
+            });
+        }
+        Err(e) => failed(e),
     }
 }
 

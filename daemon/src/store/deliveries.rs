@@ -120,11 +120,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
 /// One delivery by seq.
 pub fn get(conn: &Connection, seq: i64) -> Result<Option<DeliveryRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM deliveries WHERE seq = ?1"),
-            [seq],
-            from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE seq = ?1"))?
+        .query_row([seq], from_row)
         .optional()?)
 }
 
@@ -199,20 +196,19 @@ pub fn due(conn: &Connection, now: i64, limit: u32) -> Result<Vec<DeliveryRow>, 
 
 /// When the next pending delivery is due, if any.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'")?
+        .query_row([], |r| r.get(0))?)
 }
 
 pub(super) fn create(conn: &Connection, d: NewDelivery, now: i64) -> Result<Applied, StoreError> {
     let first = d.schedule.first().copied().unwrap_or(0).max(0);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO deliveries (created_at, msg_id, url, method, headers, body, message_seq, \
          message_id, secret, timeout_ms, schedule, max_attempts, attempts, status, next_attempt_at, \
          source, local) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, 'pending', ?13, ?14, ?15)",
-        params![
+    )?
+    .execute(params![
             now,
             d.msg_id,
             d.url,
@@ -228,8 +224,7 @@ pub(super) fn create(conn: &Connection, d: NewDelivery, now: i64) -> Result<Appl
             now + first,
             d.source,
             d.local
-        ],
-    )?;
+        ])?;
     let row = get(conn, conn.last_insert_rowid())?
         .ok_or_else(|| StoreError::NotFound("delivery".into()))?;
     Ok(Applied::new(Outcome::Delivery(Box::new(row))))
@@ -266,10 +261,11 @@ pub(super) fn record_attempt(
     let row =
         get(conn, a.seq)?.ok_or_else(|| StoreError::NotFound(format!("delivery {}", a.seq)))?;
     let n = row.attempts + 1;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO delivery_attempts (delivery_seq, n, at, duration_ms, status, response_headers, \
          response_body, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )?
+    .execute(params![
             a.seq,
             n,
             a.at,
@@ -278,8 +274,7 @@ pub(super) fn record_attempt(
             serde_json::to_string(&a.response_headers).unwrap_or_else(|_| "[]".into()),
             a.response_body,
             a.error
-        ],
-    )?;
+        ])?;
     // A delivery cancelled while its attempt was in flight stays cancelled.
     let (status, next_at) = match (row.status.as_str(), a.next) {
         ("cancelled", _) => ("cancelled", None),
@@ -287,11 +282,11 @@ pub(super) fn record_attempt(
         (_, Next::Failed) => ("failed", None),
         (_, Next::RetryAt(t)) => ("pending", Some(t)),
     };
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, last_status = ?5, \
          last_error = ?6 WHERE seq = ?1",
-        params![a.seq, n, status, next_at, a.status, a.error],
-    )?;
+    )?
+    .execute(params![a.seq, n, status, next_at, a.status, a.error])?;
     let row =
         get(conn, a.seq)?.ok_or_else(|| StoreError::NotFound(format!("delivery {}", a.seq)))?;
     let summary = row.summary();

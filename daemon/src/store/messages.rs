@@ -316,11 +316,8 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
 /// One message by its row seq.
 pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, StoreError> {
     let received_at: Option<i64> = conn
-        .query_row(
-            "SELECT received_at FROM messages WHERE seq = ?1",
-            [seq],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT received_at FROM messages WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
         .optional()?;
     match received_at {
         Some(at) => get(conn, message_id(at, seq)),

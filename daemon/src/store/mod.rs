@@ -298,6 +298,30 @@ impl Store {
         }
     }
 
+    /// Queues the record of how an execution ended and returns once it is in the writer's queue,
+    /// ahead of any write sent after it, so a worker can start its next run without waiting for
+    /// this commit. The returned future resolves when the record is committed.
+    pub async fn finish_execution_queued(
+        &self,
+        f: pipelines::Finish,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + use<>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job {
+                op: Op::FinishExecution(Box::new(f)),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(async move {
+            match rx.await.map_err(|_| StoreError::Closed)?? {
+                Outcome::Execution(_) => Ok(()),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
     /// Commits a delivery (before its first attempt).
     pub async fn create_delivery(
         &self,
@@ -386,6 +410,9 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Every hot statement stays compiled: with rusqlite's default of 16, the writer's mix of
+    // captures, events, executions and deliveries evicts statements it needs again a moment later.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(())
 }
 

@@ -70,11 +70,10 @@ pub fn load_all(conn: &Connection) -> Result<Vec<PipelineRow>, StoreError> {
 /// One pipeline by name.
 pub fn get(conn: &Connection, name: &str) -> Result<Option<PipelineRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE name = ?1"),
-            [name],
-            pipeline_from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE name = ?1"
+        ))?
+        .query_row([name], pipeline_from_row)
         .optional()?)
 }
 
@@ -282,11 +281,10 @@ fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
 /// One execution by seq.
 pub fn get_execution(conn: &Connection, seq: i64) -> Result<Option<ExecutionRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE seq = ?1"),
-            [seq],
-            execution_from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE seq = ?1"
+        ))?
+        .query_row([seq], execution_from_row)
         .optional()?)
 }
 
