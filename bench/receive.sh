@@ -85,5 +85,6 @@ done
 h=$(median <<<"${rps[hookd]}") g=$(median <<<"${rps[sqlite-group]}") w=$(median <<<"${rps[webhook-noexec]}")
 hp=$(for x in ${p99[hookd]}; do to_ms <<<"$x"; done | median) gp=$(for x in ${p99[sqlite-group]}; do to_ms <<<"$x"; done | median)
 hc=$(median <<<"${cpu[hookd]}") gc=$(median <<<"${cpu[sqlite-group]}")
-awk -v h="$h" -v g="$g" -v w="$w" -v hp="$hp" -v gp="$gp" -v hc="$hc" -v gc="$gc" 'BEGIN {
-  printf "ratios: hookd/sqlite-group req/s %.2f (target >= 0.9), hookd/webhook-noexec %.2f (>= 1.5), p99 hookd/sqlite-group %.2f (<= 1.5), cpu/req sqlite-group/hookd %.2f\n", h/g, h/w, hp/gp, gc/hc }'
+goal=0.9; [ -n "${LISTENER:-}" ] && goal=0.6  # target 2 asks less of the run with a listener
+awk -v h="$h" -v g="$g" -v w="$w" -v hp="$hp" -v gp="$gp" -v hc="$hc" -v gc="$gc" -v goal="$goal" 'BEGIN {
+  printf "ratios: hookd/sqlite-group req/s %.2f (target >= %s), hookd/webhook-noexec %.2f (>= 1.5), p99 hookd/sqlite-group %.2f (<= 1.5), cpu/req sqlite-group/hookd %.2f\n", h/g, goal, h/w, hp/gp, gc/hc }'

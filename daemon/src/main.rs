@@ -58,11 +58,23 @@ fn daemon(over: &Overrides) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        // Bound now (so a port-0 address is known and the port is ours) but listening only once
+        // the store and admin token are ready: a script that waits for the port can then use
+        // `hookd command` at once, instead of racing the token file.
+        let socket = if config.listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let bound = listener.local_addr()?;
+        let bound = socket.local_addr()?;
         let app = hookd::app::App::open(config, bound).await?;
+        let listener = socket
+            .listen(1024)
+            .with_context(|| format!("cannot listen on {bound}"))?;
         if let Some(path) = &app.admin_token_file {
             tracing::info!("admin token: {}", path.display());
         }

@@ -112,3 +112,48 @@ async fn the_generated_admin_token_is_private_and_the_env_token_is_not_written()
     let rows = d.ok("token.list", json!({})).await;
     assert_eq!(rows, json!([]), "the env token is never stored");
 }
+
+/// Scripts often wait for the port rather than the ready line: by the time hookd accepts a
+/// connection, the admin token the CLI reads must be there, so `hookd command` works at once.
+#[tokio::test]
+async fn the_port_opens_only_once_the_cli_can_use_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(hookd_bin())
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .env_remove("HOOKD_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hookd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // A refused connect returns at once, so this polls the moment the port opens.
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "hookd never listened");
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        data.join("admin.token").exists(),
+        "the port accepted a connection before the admin token existed"
+    );
+    let out = std::process::Command::new(hookd_bin())
+        .args(["command", "--url", &format!("http://{addr}"), "--data-dir"])
+        .arg(&data)
+        .args(["webhook.put", "eventKey=webhook.ready"])
+        .env_remove("HOOKD_ADMIN_TOKEN")
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    child.kill().await.expect("stop hookd");
+}
