@@ -264,10 +264,10 @@ pub enum StoredBody {
 /// The path nearly every capture has (the receive URL), stored as '' to save ~30 bytes a row;
 /// a real path is never empty.
 const RECEIVE_PATH: &str = "/api/v3/command/webhook.receive";
-/// Stored for an empty query, since '' stands for `uuid=<the webhook's uuid>` (~40 bytes saved a
-/// row). The `http` crate ends a query at '#', so no real query is "#". Migration 5 converted
-/// rows written before.
-const EMPTY_QUERY: &str = "#";
+/// Stored for the query nearly every capture has, `uuid=<its webhook's uuid>` (~40 bytes a row).
+/// The `http` crate ends a query at '#', so no real query is "#"; rows written before this
+/// encoding hold their full query and read back unchanged.
+const OWN_UUID_QUERY: &str = "#";
 
 fn pack_path(path: &str) -> &str {
     if path == RECEIVE_PATH { "" } else { path }
@@ -282,20 +282,18 @@ fn unpack_path(stored: String) -> String {
 }
 
 fn pack_query<'a>(query: &'a str, uuid: &str) -> &'a str {
-    if query.is_empty() {
-        EMPTY_QUERY
-    } else if query.strip_prefix("uuid=") == Some(uuid) {
-        ""
+    if query.strip_prefix("uuid=") == Some(uuid) {
+        OWN_UUID_QUERY
     } else {
         query
     }
 }
 
 fn unpack_query(stored: String, uuid: &str) -> String {
-    match stored.as_str() {
-        "" => format!("uuid={uuid}"),
-        EMPTY_QUERY => String::new(),
-        _ => stored,
+    if stored == OWN_UUID_QUERY {
+        format!("uuid={uuid}")
+    } else {
+        stored
     }
 }
 
@@ -423,12 +421,12 @@ mod tests {
         super::super::schema::migrate(&mut conn).expect("migrate");
         let own = "uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
         let cases = [
-            (RECEIVE_PATH, own, ("", "")),
-            (RECEIVE_PATH, "", ("", "#")),
+            (RECEIVE_PATH, own, ("", "#")),
+            (RECEIVE_PATH, "", ("", "")),
             (
                 "/api/v3/webhook.receive",
                 own,
-                ("/api/v3/webhook.receive", ""),
+                ("/api/v3/webhook.receive", "#"),
             ),
             (
                 RECEIVE_PATH,
@@ -456,5 +454,15 @@ mod tests {
             let rec = get_by_seq(&conn, seq).expect("get").expect("stored");
             assert_eq!((rec.path.as_str(), rec.query.as_str()), (path, query));
         }
+        // Rows stored before the encoding hold the full texts and must read back unchanged.
+        insert(&conn, capture(RECEIVE_PATH, own), 0).expect("insert");
+        let seq = conn.last_insert_rowid();
+        conn.execute(
+            "UPDATE messages SET path = ?1, query = ?2 WHERE seq = ?3",
+            params![RECEIVE_PATH, own, seq],
+        )
+        .expect("old-style row");
+        let rec = get_by_seq(&conn, seq).expect("get").expect("stored");
+        assert_eq!((rec.path.as_str(), rec.query.as_str()), (RECEIVE_PATH, own));
     }
 }

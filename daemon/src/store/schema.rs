@@ -168,13 +168,6 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX dedupe_by_age ON dedupe (at);
     "#,
-    // 5: the receive path and `uuid=<webhook>` query every capture repeats are stored as ''
-    // (see messages::pack_path and pack_query); an empty query becomes '#'.
-    r#"
-    UPDATE messages SET query = '#' WHERE query = '';
-    UPDATE messages SET query = '' WHERE query = 'uuid=' || webhook_uuid;
-    UPDATE messages SET path = '' WHERE path = '/api/v3/command/webhook.receive';
-    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
@@ -213,38 +206,5 @@ mod tests {
         conn.pragma_update(None, "user_version", 999).expect("set");
         let err = migrate(&mut conn).expect_err("newer schema refused");
         assert!(err.to_string().contains("999"));
-    }
-
-    #[test]
-    fn migration_5_packs_receive_urls_of_existing_rows() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        for sql in &MIGRATIONS[..4] {
-            conn.execute_batch(sql).expect("old schema");
-        }
-        conn.pragma_update(None, "user_version", 4)
-            .expect("version");
-        let insert = |path: &str, query: &str| {
-            conn.execute(
-                "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
-                 method, path, query, headers, remote_addr, size, sha256, file_count) \
-                 VALUES ('u1', 'k', 0, 'accepted', 'none', 'POST', ?1, ?2, '[]', '', 0, x'', 0)",
-                [path, query],
-            )
-            .expect("insert");
-        };
-        insert("/api/v3/command/webhook.receive", "uuid=u1");
-        insert("/api/v3/command/webhook.receive", "");
-        insert("/api/v3/webhook.receive", "uuid=u2");
-        migrate(&mut conn).expect("migrate");
-        let rows: Vec<(String, String)> = conn
-            .prepare("SELECT path, query FROM messages ORDER BY seq")
-            .expect("select")
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("read");
-        let expect = [("", ""), ("", "#"), ("/api/v3/webhook.receive", "uuid=u2")];
-        let got: Vec<(&str, &str)> = rows.iter().map(|(p, q)| (p.as_str(), q.as_str())).collect();
-        assert_eq!(got, expect);
     }
 }
