@@ -212,12 +212,11 @@ async fn stream_latency(bin: &Path, rate: u32, seconds: u32) -> Result<()> {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 let now = Instant::now();
-                if let Ok(text) = msg.to_text() {
-                    if let Ok(v) = serde_json::from_str::<Value>(text) {
-                        if let Some(id) = v["data"]["id"].as_str() {
-                            arrived.lock().await.insert(id.to_string(), now);
-                        }
-                    }
+                if let Ok(text) = msg.to_text()
+                    && let Ok(v) = serde_json::from_str::<Value>(text)
+                    && let Some(id) = v["data"]["id"].as_str()
+                {
+                    arrived.lock().await.insert(id.to_string(), now);
                 }
             }
         })
@@ -480,10 +479,10 @@ async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result
     let d = Daemon::start_in(bin, &dir, &[]).await?;
     let http = reqwest::Client::new();
     loop {
-        if let Ok(r) = http.get(format!("{}/healthz", d.url)).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = http.get(format!("{}/healthz", d.url)).send().await
+            && r.status().is_success()
+        {
+            break;
         }
     }
     let startup = started.elapsed();

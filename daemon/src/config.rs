@@ -183,12 +183,12 @@ impl Config {
             .clone()
             .or(s.public_url)
             .map(|u| u.trim_end_matches('/').to_string());
-        if let Some(url) = &c.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "publicUrl '{url}' must start with http:// or https://"
-                )));
-            }
+        if let Some(url) = &c.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "publicUrl '{url}' must start with http:// or https://"
+            )));
         }
         if let Some(v) = over.max_body.or(s.max_body.map(|v| v.0)) {
             c.max_body = v;

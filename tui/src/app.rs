@@ -340,10 +340,8 @@ impl App {
                 if !f.is_empty() {
                     p["search"] = f.clone().into();
                 }
-                if append {
-                    if let Some(last) = self.messages.items.last() {
-                        p["before"] = last.id.clone().into();
-                    }
+                if append && let Some(last) = self.messages.items.last() {
+                    p["before"] = last.id.clone().into();
                 }
                 ("message.list", p)
             }
@@ -353,20 +351,16 @@ impl App {
                 if let Some(name) = &self.pipeline_scope {
                     p["pipeline"] = name.clone().into();
                 }
-                if append {
-                    if let Some(last) = self.executions.items.last() {
-                        p["before"] = last.id.clone().into();
-                    }
+                if append && let Some(last) = self.executions.items.last() {
+                    p["before"] = last.id.clone().into();
                 }
                 ("execution.list", p)
             }
             LoadKind::Deliveries { append } => {
                 self.deliveries.loading = true;
                 let mut p = json!({ "limit": limit });
-                if append {
-                    if let Some(last) = self.deliveries.items.last() {
-                        p["before"] = last.id.clone().into();
-                    }
+                if append && let Some(last) = self.deliveries.items.last() {
+                    p["before"] = last.id.clone().into();
                 }
                 ("delivery.list", p)
             }

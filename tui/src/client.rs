@@ -174,12 +174,12 @@ impl Client {
             .map_err(|_| "closing".to_string())?;
         while let Some(msg) = ws.next().await {
             let msg = msg.map_err(|e| short_error(&e.to_string()))?;
-            if let Ok(text) = msg.to_text() {
-                if let Ok(ev) = serde_json::from_str::<Event>(text) {
-                    last.fetch_max(ev.seq, Ordering::SeqCst);
-                    tx.send(Action::Event(Box::new(ev)))
-                        .map_err(|_| "closing".to_string())?;
-                }
+            if let Ok(text) = msg.to_text()
+                && let Ok(ev) = serde_json::from_str::<Event>(text)
+            {
+                last.fetch_max(ev.seq, Ordering::SeqCst);
+                tx.send(Action::Event(Box::new(ev)))
+                    .map_err(|_| "closing".to_string())?;
             }
         }
         Err("the stream closed".into())

@@ -299,10 +299,10 @@ async fn send(app: Arc<App>, call: Call) -> Result<Output, Error> {
             )));
         }
     }
-    if let Some(ct) = p.str("contentType").or(default_type) {
-        if !headers.iter().any(|(k, _)| k == "content-type") {
-            headers.push(("content-type".into(), ct.to_string()));
-        }
+    if let Some(ct) = p.str("contentType").or(default_type)
+        && !headers.iter().any(|(k, _)| k == "content-type")
+    {
+        headers.push(("content-type".into(), ct.to_string()));
     }
     let timeout = p.int("timeout").unwrap_or(15);
     if !(1..=MAX_TIMEOUT_SECS).contains(&timeout) {
@@ -390,14 +390,14 @@ async fn create(
         if ev.kind != EventType::DeliveryAttempted {
             continue;
         }
-        if let EventData::Json(v) = &ev.data {
-            if v["id"] == id.as_str() {
-                let mut out = v.clone();
-                if let Some(m) = out.as_object_mut() {
-                    m.insert("deliveryId".into(), id.clone().into());
-                }
-                return Ok(Output::Json(out));
+        if let EventData::Json(v) = &ev.data
+            && v["id"] == id.as_str()
+        {
+            let mut out = v.clone();
+            if let Some(m) = out.as_object_mut() {
+                m.insert("deliveryId".into(), id.clone().into());
             }
+            return Ok(Output::Json(out));
         }
     }
 }
@@ -462,12 +462,12 @@ fn delivery_seq(name: &str, id: &str) -> Result<i64, Error> {
 async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let limit = p.limit()?;
-    if let Some(s) = p.str("status") {
-        if !matches!(s, "pending" | "succeeded" | "failed" | "cancelled") {
-            return Err(Error::InvalidParam(format!(
-                "status must be pending, succeeded, failed or cancelled, got '{s}'"
-            )));
-        }
+    if let Some(s) = p.str("status")
+        && !matches!(s, "pending" | "succeeded" | "failed" | "cancelled")
+    {
+        return Err(Error::InvalidParam(format!(
+            "status must be pending, succeeded, failed or cancelled, got '{s}'"
+        )));
     }
     let filter = ListFilter {
         status: p.str("status").map(str::to_string),

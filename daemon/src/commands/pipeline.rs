@@ -332,12 +332,12 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
 async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let limit = p.limit()?;
-    if let Some(s) = p.str("status") {
-        if !matches!(s, "queued" | "running" | "succeeded" | "failed" | "skipped") {
-            return Err(Error::InvalidParam(format!(
-                "status must be queued, running, succeeded, failed or skipped, got '{s}'"
-            )));
-        }
+    if let Some(s) = p.str("status")
+        && !matches!(s, "queued" | "running" | "succeeded" | "failed" | "skipped")
+    {
+        return Err(Error::InvalidParam(format!(
+            "status must be queued, running, succeeded, failed or skipped, got '{s}'"
+        )));
     }
     let seq_of = |name: &str| -> Result<Option<i64>, Error> {
         p.str(name)

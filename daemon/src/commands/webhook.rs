@@ -191,12 +191,13 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
         let d = d.trim().to_ascii_lowercase();
         (d != "default" && !d.is_empty()).then_some(d)
     });
-    if let Some(Some(h)) = &dedupe {
-        if h != "none" && http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err(Error::InvalidParam(format!(
-                "dedupe must be a header name or none, got '{h}'"
-            )));
-        }
+    if let Some(Some(h)) = &dedupe
+        && h != "none"
+        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        return Err(Error::InvalidParam(format!(
+            "dedupe must be a header name or none, got '{h}'"
+        )));
     }
     let dedupe_window = p
         .int("dedupeWindow")

@@ -441,27 +441,26 @@ async fn prepare_and_run(
             .and_then(|i| serde_json::from_str(i).ok())
             .unwrap_or(Value::Null),
     };
-    if row.trigger != "manual" {
-        if let Some(filter) = stored
+    if row.trigger != "manual"
+        && let Some(filter) = stored
             .pipeline
             .listen
             .as_ref()
             .and_then(|l| l.filter.as_ref())
-        {
-            let (vars, headers) = (&stored.pipeline.vars, &stored.pipeline.headers);
-            let ctx = super::expr::Context {
-                body: &body,
-                vars,
-                headers,
-            };
-            let v = app
-                .pipelines
-                .engine
-                .eval(filter, &ctx)
-                .map_err(|e| format!("filter: {e}"))?;
-            if !run::truthy(&v) {
-                return Ok(None);
-            }
+    {
+        let (vars, headers) = (&stored.pipeline.vars, &stored.pipeline.headers);
+        let ctx = super::expr::Context {
+            body: &body,
+            vars,
+            headers,
+        };
+        let v = app
+            .pipelines
+            .engine
+            .eval(filter, &ctx)
+            .map_err(|e| format!("filter: {e}"))?;
+        if !run::truthy(&v) {
+            return Ok(None);
         }
     }
     let r = stored.run_for(Identity::Anonymous, body, row.depth, row.trace_id.clone());

@@ -471,10 +471,10 @@ fn set_in<'a>(at: &mut Value, mut segs: impl Iterator<Item = &'a str>, value: Va
         *at = value;
         return;
     };
-    if let (Value::Array(a), Ok(i)) = (&mut *at, seg.parse::<usize>()) {
-        if i < a.len() {
-            return set_in(&mut a[i], segs, value);
-        }
+    if let (Value::Array(a), Ok(i)) = (&mut *at, seg.parse::<usize>())
+        && i < a.len()
+    {
+        return set_in(&mut a[i], segs, value);
     }
     if !at.is_object() {
         *at = Value::Object(Map::new());

@@ -366,14 +366,14 @@ pub fn boundary(content_type: &str) -> Result<Option<String>, MultipartError> {
         return Ok(None);
     }
     for p in parts {
-        if let Some((k, v)) = p.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("boundary") {
-                let b = v.trim().trim_matches('"');
-                if b.is_empty() || b.len() > 200 {
-                    break;
-                }
-                return Ok(Some(b.to_string()));
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("boundary")
+        {
+            let b = v.trim().trim_matches('"');
+            if b.is_empty() || b.len() > 200 {
+                break;
             }
+            return Ok(Some(b.to_string()));
         }
     }
     Err(MultipartError::Malformed(

@@ -98,13 +98,15 @@ fn yaml_line(line: &str) -> Line<'static> {
         Some(b) => ("- ", b),
         None => ("", body),
     };
-    if let Some((key, value)) = body.split_once(':') {
-        if !key.contains(' ') && !key.contains("${") && !key.starts_with('"') {
-            spans.push(Span::raw(format!("{indent}{dash}")));
-            spans.push(Span::styled(key.to_string(), KEY));
-            spans.push(Span::raw(":"));
-            rest = value;
-        }
+    if let Some((key, value)) = body.split_once(':')
+        && !key.contains(' ')
+        && !key.contains("${")
+        && !key.starts_with('"')
+    {
+        spans.push(Span::raw(format!("{indent}{dash}")));
+        spans.push(Span::styled(key.to_string(), KEY));
+        spans.push(Span::raw(":"));
+        rest = value;
     }
     // Expressions inside the rest.
     let mut s = rest;
