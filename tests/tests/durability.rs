@@ -1,4 +1,5 @@
-//! What survives: a restart keeps everything; `kill -9` under load loses no acknowledged message.
+//! What survives: a restart keeps everything; `kill -9` under load loses no acknowledged message;
+//! a second daemon never shares a data dir with a running one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,4 +136,51 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         stored, big,
         "every file belongs to a message and every large message has its file"
     );
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_its_files() {
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.lock").await;
+    // A body big enough to be written to `incoming/` and then `files/`.
+    let big = noise(200 * 1024, 7);
+    let r = d
+        .http()
+        .post(&url)
+        .body(big.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new(hookd_e2e::hookd_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&d.dir)
+            .env("HOOKD_ADMIN_TOKEN", "second-token-is-never-used")
+            .output(),
+    )
+    .await
+    .expect("the second daemon gives up at once")
+    .expect("run hookd");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second daemon started: {err}");
+    assert!(
+        err.contains("another hookd is already using this data dir") && err.contains("hookd.lock"),
+        "{err}"
+    );
+    assert!(second.stdout.is_empty(), "it must never listen");
+
+    // The first is untouched: it still answers, with the body it stored.
+    let list = d.ok("message.list", json!({})).await;
+    let id = list[0]["id"].as_str().expect("a message").to_string();
+    let (_, body) = d.raw("message.body", json!({"id": id})).await;
+    assert_eq!(body, big);
+
+    // A crash releases the lock: the same data dir starts again.
+    d.kill9().await;
+    d.start_again().await;
+    let (_, body) = d.raw("message.body", json!({"id": id})).await;
+    assert_eq!(body, big);
 }

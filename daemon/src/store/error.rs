@@ -22,4 +22,10 @@ pub enum StoreError {
     /// A schema newer than this binary understands.
     #[error("{0}")]
     Schema(String),
+    /// Another process holds the data dir's lock.
+    #[error(
+        "another hookd is already using this data dir (it holds {}); stop it first, or give this one its own --data-dir",
+        .0.display()
+    )]
+    InUse(std::path::PathBuf),
 }

@@ -34,6 +34,24 @@ impl Dirs {
         Ok(dirs)
     }
 
+    /// Takes the data dir for this process, or says which file another hookd holds. Two daemons on
+    /// one data dir would both dispatch and deliver everything, and one's start-up recovery would
+    /// delete the other's in-flight bodies in `incoming/`. The OS drops the lock when the process
+    /// ends, however it ends, so a `kill -9` never leaves a stale one.
+    pub fn lock(&self) -> Result<File, StoreError> {
+        let path = self.root.join("hookd.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::InUse(path)),
+            Err(fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
     /// The database file.
     pub fn db(&self) -> PathBuf {
         self.root.join("hookd.db")

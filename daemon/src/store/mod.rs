@@ -59,6 +59,8 @@ struct Inner {
     readers: reader::Pool,
     shared: Arc<Shared>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the store's life: one daemon per data dir.
+    _lock: std::fs::File,
 }
 
 /// State the writer updates after each commit and the async side reads without a query.
@@ -84,6 +86,7 @@ impl Store {
     /// webhook and token caches and starts the writer and reader threads.
     pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         let dirs = Dirs::create(&cfg.data_dir)?;
+        let lock = dirs.lock()?;
         let mut conn = Connection::open(dirs.db())?;
         configure(&conn)?;
         conn.pragma_update(
@@ -158,6 +161,7 @@ impl Store {
                 readers,
                 shared,
                 writer_thread: Mutex::new(Some(thread)),
+                _lock: lock,
             }),
         })
     }
