@@ -159,6 +159,7 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_its
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&d.dir)
             .env("HOOKD_ADMIN_TOKEN", "second-token-is-never-used")
+            .kill_on_drop(true)
             .output(),
     )
     .await

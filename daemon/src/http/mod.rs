@@ -31,7 +31,7 @@ where
     let result = match path.as_str() {
         "/healthz" => health(&app).await,
         "/api/v3/events" => crate::stream::handle(&app, req),
-        "/api/v3/command/webhook.receive" | "/api/v3/webhook.receive" => {
+        crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
             match crate::receive::receive(&app, parts, body, remote).await {
                 Ok(r) => Ok(json_response(StatusCode::OK, &r)),

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
+use super::webhooks::RECEIVE_PATH;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
@@ -261,9 +262,8 @@ pub enum StoredBody {
     File(String),
 }
 
-/// The path nearly every capture has (the receive URL), stored as '' to save ~30 bytes a row;
-/// a real path is never empty.
-const RECEIVE_PATH: &str = "/api/v3/command/webhook.receive";
+// The path nearly every capture has, RECEIVE_PATH, is stored as '' to save ~30 bytes a row; a
+// real path is never empty.
 /// Stored for the query nearly every capture has, `uuid=<its webhook's uuid>` (~40 bytes a row).
 /// The `http` crate ends a query at '#', so no real query is "#"; rows written before this
 /// encoding hold their full query and read back unchanged.

@@ -69,9 +69,12 @@ impl WebhookRow {
     }
 }
 
+/// The path of every webhook URL (`/api/v3/webhook.receive` is accepted too).
+pub const RECEIVE_PATH: &str = "/api/v3/command/webhook.receive";
+
 /// The URL external systems call for the webhook `uuid`.
 pub fn webhook_url(public_url: &str, uuid: &str) -> String {
-    format!("{public_url}/api/v3/command/webhook.receive?uuid={uuid}")
+    format!("{public_url}{RECEIVE_PATH}?uuid={uuid}")
 }
 
 /// A validated `webhook.put`: `None` fields keep their value (or take the default on create).
