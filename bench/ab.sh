@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# bench/ab.sh ROUNDS BIN [BIN ...]
+# Interleaved A/B of hookd builds on the receive path: per round and build, 10 s x 64 connections
+# of the shared 1 KiB JSON POST, once with one event.listen + log pipeline and once without.
+# For comparing a change against its parent (copy each build's target/release/hookd aside first);
+# the builds share every round's conditions, so their ratio means more than any absolute figure.
+# Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=$1; shift
+shared=${SHARED_BENCH:-../shared/bench}
+dur=${SECONDS_PER_RUN:-10}
+uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10
+work=$(mktemp -d "${TMPDIR:-/tmp}/hookd-ab.XXXXXX")
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+run() { # BIN LISTENER(0|1)
+  rm -rf "$work/data"
+  "$1" serve --listen 127.0.0.1:18096 --data-dir "$work/data" >/dev/null 2>&1 & pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18096) 2>/dev/null && break; sleep 0.1; done
+  HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" webhook.put uuid=$uuid eventKey=webhook.bench >/dev/null
+  if [ "$2" = 1 ]; then
+    printf 'pipeline:\n  - event.listen:\n      eventKey: webhook.bench\n  - log:\n      message: "got ${body.messageId}"\n' > "$work/p.yaml"
+    HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" pipeline.put name=bench/listener pipeline=@"$work/p.yaml" >/dev/null
+  fi
+  line=$("$shared/receive.sh" "http://127.0.0.1:18096/api/v3/command/webhook.receive?uuid=$uuid" "$dur" 64)
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  echo "round $r $1 listener=$2 $line"
+  sleep 1
+}
+for r in $(seq "$rounds"); do
+  for listener in 1 0; do
+    for bin in "$@"; do run "$bin" "$listener"; done
+  done
+done
