@@ -37,8 +37,10 @@ pub struct App {
 /// Start-up failures.
 #[derive(thiserror::Error, Debug)]
 pub enum OpenError {
-    #[error("cannot open the store in {dir}: {source}")]
-    Store { dir: PathBuf, source: StoreError },
+    // Not named `source`: that would make it the error's cause too, and `{:#}` would print the
+    // message twice.
+    #[error("cannot open the store in {dir}: {cause}")]
+    Store { dir: PathBuf, cause: StoreError },
     #[error("cannot set up the admin token: {0}")]
     Auth(Error),
     #[error("cannot set up outgoing webhooks: {0}")]
@@ -65,18 +67,18 @@ impl App {
             .await
             .map_err(|e| OpenError::Store {
                 dir: dir.clone(),
-                source: StoreError::Commit(e.to_string()),
+                cause: StoreError::Commit(e.to_string()),
             })?
-            .map_err(|source| OpenError::Store { dir, source })?;
+            .map_err(|cause| OpenError::Store { dir, cause })?;
         let admin_token_file = crate::auth::bootstrap(&store, config.admin_token.as_deref())
             .await
             .map_err(OpenError::Auth)?;
         let registry = Registry::default();
         let pipelines = crate::pipeline::Runtime::load(&store, &registry)
             .await
-            .map_err(|source| OpenError::Store {
+            .map_err(|cause| OpenError::Store {
                 dir: config.data_dir.clone(),
-                source,
+                cause,
             })?;
         let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
         let app = Arc::new(App {
@@ -93,9 +95,9 @@ impl App {
         });
         crate::pipeline::dispatch::start(&app)
             .await
-            .map_err(|source| OpenError::Store {
+            .map_err(|cause| OpenError::Store {
                 dir: app.config.data_dir.clone(),
-                source,
+                cause,
             })?;
         tokio::spawn(crate::deliver::run(app.clone()));
         // One pass before serving, so `?since=` already sees a log within the limits.

@@ -311,10 +311,11 @@ pub struct Overrides {
 /// A config file that cannot be used; the message names the file and the problem.
 #[derive(thiserror::Error, Debug)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // `cause`, not `source`: as the error's source it would be printed twice by `{:#}`.
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -491,9 +492,9 @@ impl<'de> Deserialize<'de> for Seconds {
 
 impl FileConfig {
     fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),

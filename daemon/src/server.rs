@@ -29,7 +29,7 @@ pub async fn serve(
 ) -> Result<(), OpenError> {
     let bound = listener.local_addr().map_err(|e| OpenError::Store {
         dir: config.data_dir.clone(),
-        source: e.into(),
+        cause: e.into(),
     })?;
     let app = App::open(config, bound).await?;
     run(listener, app, shutdown).await;

@@ -86,6 +86,26 @@ fn unknown_config_keys_are_an_error_that_names_them() {
     );
 }
 
+#[test]
+fn a_missing_config_file_is_named_once_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("missing.toml");
+    let out = std::process::Command::new(hookd_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read config file") && err.contains("missing.toml"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
 #[tokio::test]
 async fn the_generated_admin_token_is_private_and_the_env_token_is_not_written() {
     let d = Daemon::start().await;

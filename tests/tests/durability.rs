@@ -171,6 +171,11 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_its
         err.contains("another hookd is already using this data dir") && err.contains("hookd.lock"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("another hookd").count(),
+        1,
+        "said once, not once per error layer: {err}"
+    );
     assert!(second.stdout.is_empty(), "it must never listen");
 
     // The first is untouched: it still answers, with the body it stored.
