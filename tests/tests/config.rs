@@ -62,6 +62,25 @@ async fn file_then_environment_then_flags() {
     assert_eq!(w["maxPayloadLength"], 3000);
 }
 
+/// Runs `hookd serve --config <cfg>` with a data dir beside it, expecting it to refuse to start;
+/// returns its stderr.
+fn refused_config(cfg: &std::path::Path) -> String {
+    let data = cfg.with_file_name("data");
+    let out = std::process::Command::new(hookd_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "hookd started with {}",
+        cfg.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn unknown_config_keys_are_an_error_that_names_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -71,15 +90,7 @@ fn unknown_config_keys_are_an_error_that_names_them() {
         "[server]\nlisten = \"127.0.0.1:0\"\npublicURL = \"x\"\n",
     )
     .expect("write");
-    let out = std::process::Command::new(hookd_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_config(&cfg);
     assert!(
         err.contains("publicURL") && err.contains("hookd.toml"),
         "{err}"
@@ -89,16 +100,7 @@ fn unknown_config_keys_are_an_error_that_names_them() {
 #[test]
 fn a_missing_config_file_is_named_once_with_the_reason() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = tmp.path().join("missing.toml");
-    let out = std::process::Command::new(hookd_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_config(&tmp.path().join("missing.toml"));
     assert!(
         err.contains("cannot read config file") && err.contains("missing.toml"),
         "{err}"
