@@ -145,12 +145,7 @@ pub(super) fn commands() -> Vec<Command> {
                     required: false,
                     description: "only URLs starting with this",
                 },
-                Param {
-                    name: "limit",
-                    kind: Kind::Integer,
-                    required: false,
-                    description: "how many (default 50, at most 1000)",
-                },
+                Param::LIMIT,
                 Param {
                     name: "before",
                     kind: Kind::String,

@@ -46,12 +46,7 @@ pub(super) fn commands() -> Vec<Command> {
                     required: false,
                     description: "text in the event key or the body (bodies up to 64 KiB)",
                 },
-                Param {
-                    name: "limit",
-                    kind: Kind::Integer,
-                    required: false,
-                    description: "how many (default 50, at most 1000)",
-                },
+                Param::LIMIT,
                 Param {
                     name: "before",
                     kind: Kind::String,

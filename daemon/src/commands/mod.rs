@@ -47,6 +47,19 @@ pub struct Param {
     pub description: &'static str,
 }
 
+/// Most items one list answer holds, so it stays small; 50 unless `limit` says otherwise.
+const LIST_LIMIT_MAX: i64 = 1000;
+
+impl Param {
+    /// The `limit` parameter every list command takes, checked by `Params::limit`.
+    pub const LIMIT: Param = Param {
+        name: "limit",
+        kind: Kind::Integer,
+        required: false,
+        description: "how many (default 50, at most 1000)",
+    };
+}
+
 /// The type a parameter is coerced to (query strings and CLI arguments arrive as text).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -107,13 +120,12 @@ impl Params {
         self.0.get(name).and_then(Value::as_i64)
     }
 
-    /// The `limit` of a list command: 50 unless given, at most 1000 so one answer stays small.
+    /// The `limit` of a list command (see `Param::LIMIT`).
     pub fn limit(&self) -> Result<u32, Error> {
-        const MAX: i64 = 1000;
         let limit = self.int("limit").unwrap_or(50);
-        if !(1..=MAX).contains(&limit) {
+        if !(1..=LIST_LIMIT_MAX).contains(&limit) {
             return Err(Error::InvalidParam(format!(
-                "limit must be between 1 and {MAX}, got {limit}"
+                "limit must be between 1 and {LIST_LIMIT_MAX}, got {limit}"
             )));
         }
         // In range 1..=1000, so the conversion cannot fail.

@@ -339,17 +339,7 @@ pub fn fail_interrupted(conn: &mut Connection, now: i64) -> Result<usize, StoreE
              error = 'interrupted: hookd stopped during this run' WHERE seq = ?1",
             params![seq, now],
         )?;
-        if let Some(row) = get_execution(&tx, *seq)? {
-            let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
-            log_event(
-                &tx,
-                EventType::ExecutionFinished,
-                now,
-                row.event_key.as_deref(),
-                None,
-                data,
-            )?;
-        }
+        announce(&tx, *seq, EventType::ExecutionFinished, now)?;
     }
     tx.commit()?;
     Ok(seqs.len())
@@ -419,17 +409,15 @@ pub(super) fn start(conn: &Connection, seq: i64, now: i64) -> Result<Applied, St
             "execution {seq} is not queued"
         )));
     }
+    announce(conn, seq, EventType::ExecutionStarted, now)
+}
+
+/// Logs `kind` for execution `seq` with its current summary; the row and its event, applied.
+fn announce(conn: &Connection, seq: i64, kind: EventType, now: i64) -> Result<Applied, StoreError> {
     let row = get_execution(conn, seq)?
         .ok_or_else(|| StoreError::NotFound(format!("execution {seq}")))?;
     let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
-    let event = log_event(
-        conn,
-        EventType::ExecutionStarted,
-        now,
-        row.event_key.as_deref(),
-        None,
-        data,
-    )?;
+    let event = log_event(conn, kind, now, row.event_key.as_deref(), None, data)?;
     let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
     applied.events.push(event);
     Ok(applied)
@@ -466,20 +454,10 @@ pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, 
         f.error_step,
         now
     ])?;
-    let row = get_execution(conn, f.seq)?
-        .ok_or_else(|| StoreError::NotFound(format!("execution {}", f.seq)))?;
-    conn.prepare_cached("UPDATE pipelines SET last_run_at = ?2 WHERE name = ?1")?
-        .execute(params![row.pipeline, now])?;
-    let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
-    let event = log_event(
-        conn,
-        EventType::ExecutionFinished,
-        now,
-        row.event_key.as_deref(),
-        None,
-        data,
-    )?;
-    let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
-    applied.events.push(event);
-    Ok(applied)
+    conn.prepare_cached(
+        "UPDATE pipelines SET last_run_at = ?2 \
+         WHERE name = (SELECT pipeline FROM executions WHERE seq = ?1)",
+    )?
+    .execute(params![f.seq, now])?;
+    announce(conn, f.seq, EventType::ExecutionFinished, now)
 }
