@@ -307,6 +307,11 @@ impl Daemon {
     }
 }
 
+/// The `message` of a command's JSON error answer ("" when there is none).
+pub fn error_message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
+}
+
 /// Hex SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;

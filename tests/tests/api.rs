@@ -1,6 +1,6 @@
 //! The command API and the CLI: webhook CRUD, tokens and roles, errors a person can act on.
 
-use hookd_e2e::Daemon;
+use hookd_e2e::{Daemon, error_message};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn bad_parameters_get_a_400_that_says_what_to_do() {
     assert_eq!(status, 400);
     assert_eq!(v["error"]["status"], 400);
     assert_eq!(v["error"]["code"], "invalid_param");
-    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    let msg = error_message(&v);
     assert!(
         msg.contains("eventKey") && msg.contains("webhook.github.push"),
         "{msg}"
@@ -76,12 +76,7 @@ async fn bad_parameters_get_a_400_that_says_what_to_do() {
 
     let (status, v) = d.call("webhook.put", json!({})).await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("eventKey is required")
-    );
+    assert!(error_message(&v).contains("eventKey is required"));
 
     let (status, v) = d
         .call(
@@ -90,23 +85,13 @@ async fn bad_parameters_get_a_400_that_says_what_to_do() {
         )
         .await;
     assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("global limit")
-    );
+    assert!(error_message(&v).contains("global limit"));
 
     let (status, v) = d
         .call("webhook.put", json!({"eventKey": "a.b", "colour": "red"}))
         .await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("unknown parameter 'colour'")
-    );
+    assert!(error_message(&v).contains("unknown parameter 'colour'"));
 
     let (status, v) = d.call("webhook.explode", json!({})).await;
     assert_eq!(status, 404);
@@ -142,12 +127,7 @@ async fn auth_401_without_or_with_a_wrong_token_and_403_for_viewers() {
         .call_as(&viewer, "webhook.put", json!({"eventKey": "webhook.x"}))
         .await;
     assert_eq!(status, 403);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("needs role admin")
-    );
+    assert!(error_message(&v).contains("needs role admin"));
 
     // token.list never shows secrets.
     let list = d.ok("token.list", json!({})).await;

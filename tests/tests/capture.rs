@@ -1,6 +1,6 @@
 //! `webhook.receive`: every request stored byte for byte, and refused requests store nothing.
 
-use hookd_e2e::{Daemon, Options, noise, sha256};
+use hookd_e2e::{Daemon, Options, error_message, noise, sha256};
 use serde_json::{Value, json};
 
 async fn post(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -296,12 +296,7 @@ async fn too_large_bodies_get_413_and_store_nothing() {
     let (status, v) = post(&d, &small, "text/plain", vec![b'x'; 1001]).await;
     assert_eq!(status, 413);
     assert_eq!(v["error"]["code"], "payload_too_large");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("1000 bytes")
-    );
+    assert!(error_message(&v).contains("1000 bytes"));
 
     // Chunked (no Content-Length) and past the spill threshold: caught while streaming.
     let (big, _) = d.webhook("webhook.big").await;
@@ -356,21 +351,10 @@ async fn malformed_multipart_gets_400_and_stores_nothing() {
     body.truncate(body.len() - 6); // drop the closing boundary
     let (status, v) = post(&d, &url, "multipart/form-data; boundary=B", body).await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("closing boundary"),
-        "{v}"
-    );
+    assert!(error_message(&v).contains("closing boundary"), "{v}");
     let (status, v) = post(&d, &url, "multipart/form-data", b"--x--".to_vec()).await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("boundary")
-    );
+    assert!(error_message(&v).contains("boundary"));
     assert_nothing_stored(&d).await;
 }
 
@@ -444,13 +428,7 @@ async fn too_many_multipart_parts_get_400_and_silent_clients_are_cut_off() {
     );
     let (status, v) = post(&d, &url, "multipart/form-data; boundary=B", three).await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("more than 2 parts"),
-        "{v}"
-    );
+    assert!(error_message(&v).contains("more than 2 parts"), "{v}");
     assert_nothing_stored(&d).await;
 
     // A client that connects and sends nothing, or half a request line, is closed by the

@@ -3,7 +3,7 @@
 //! from a hanging endpoint, SSRF protection, and byte-identical forwarding.
 
 use hookd_e2e::sink::{HttpSink, Reply};
-use hookd_e2e::{Daemon, Events, Options, noise, sha256};
+use hookd_e2e::{Daemon, Events, Options, error_message, noise, sha256};
 use serde_json::{Value, json};
 
 const ALLOW_LOOPBACK: &str = "[send]\nallowCidrs = [\"127.0.0.1/32\"]\n";
@@ -267,7 +267,7 @@ async fn ssrf_private_destinations_are_refused_unless_configured() {
     for (url, why) in &refused {
         let (status, v) = d.call("webhook.send", json!({"url": url})).await;
         assert_eq!(status, 400, "{url}");
-        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        let msg = error_message(&v);
         assert!(msg.contains(why), "{url}: {msg}");
     }
     assert_eq!(
@@ -279,12 +279,7 @@ async fn ssrf_private_destinations_are_refused_unless_configured() {
         .call("webhook.send", json!({"url": "ftp://example.com/"}))
         .await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("http://")
-    );
+    assert!(error_message(&v).contains("http://"));
 
     // Configured: the named range opens, others stay closed; allowPrivate opens them all.
     let d = allowed().await;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use hookd_e2e::smtp::SmtpSink;
-use hookd_e2e::{Daemon, Events, Options};
+use hookd_e2e::{Daemon, Events, Options, error_message};
 use serde_json::{Value, json};
 
 async fn put_pipeline(d: &Daemon, name: &str, yaml: &str) {
@@ -314,6 +314,9 @@ async fn replay_gives_new_executions_tagged_replay_of() {
     let id = post_json(&d, &url, json!({"n": 7})).await;
     let first = finished(&mut ev, 1).await;
     assert_eq!(first[0]["replayOf"], Value::Null);
+    // The finished run is on record for its pipeline too.
+    let p = d.ok("pipeline.get", json!({"name": "echo"})).await;
+    assert!(p["lastRunAt"].is_string(), "{p}");
 
     let r = d.ok("message.replay", json!({"id": id})).await;
     assert_eq!(r["executions"].as_array().map(Vec::len), Some(1));
@@ -334,7 +337,7 @@ async fn bad_pipelines_are_refused_with_their_line_and_pipeline_run_tests_one() 
         .call("pipeline.put", json!({"name": "bad", "pipeline": "pipeline:\n  - log:\n      message: ok\n  - event.listen:\n      eventKey: a.b\n"}))
         .await;
     assert_eq!(status, 400);
-    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    let msg = error_message(&v);
     assert!(
         msg.contains("line 4") && msg.contains("event.listen must be the first"),
         "{msg}"
@@ -346,12 +349,7 @@ async fn bad_pipelines_are_refused_with_their_line_and_pipeline_run_tests_one() 
         )
         .await;
     assert_eq!(status, 400);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("invalid expression")
-    );
+    assert!(error_message(&v).contains("invalid expression"));
     let (status, _) = d.call("pipeline.get", json!({"name": "bad"})).await;
     assert_eq!(status, 404, "nothing stored");
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use hookd_e2e::{Daemon, Options, noise, sha256};
+use hookd_e2e::{Daemon, Options, error_message, noise, sha256};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,7 +101,7 @@ async fn github_signatures_verify_over_raw_bytes_and_failures_are_recorded_with_
     ] {
         let (status, v) = post(&d, &url, &headers, body).await;
         assert_eq!(status, 401);
-        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        let msg = error_message(&v);
         assert!(
             !msg.contains("mismatch") && !msg.contains("missing"),
             "no detail for the sender: {msg}"
