@@ -4,7 +4,9 @@
 # of the shared 1 KiB JSON POST, once with one event.listen + log pipeline and once without.
 # For comparing a change against its parent (copy each build's target/release/hookd aside first);
 # the builds share every round's conditions, so their ratio means more than any absolute figure.
-# Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10).
+# Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10), LISTENERS (default
+# "1 0": which of the two runs to make), LOAD=multipart (target 3's three 10 KiB files per request,
+# bench/multipart.lua, instead of the 1 KiB JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=$1; shift
@@ -23,13 +25,19 @@ run() { # BIN LISTENER(0|1)
     printf 'pipeline:\n  - event.listen:\n      eventKey: webhook.bench\n  - log:\n      message: "got ${body.messageId}"\n' > "$work/p.yaml"
     HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" pipeline.put name=bench/listener pipeline=@"$work/p.yaml" >/dev/null
   fi
-  line=$("$shared/receive.sh" "http://127.0.0.1:18096/api/v3/command/webhook.receive?uuid=$uuid" "$dur" 64)
+  url="http://127.0.0.1:18096/api/v3/command/webhook.receive?uuid=$uuid"
+  if [ "${LOAD:-json}" = multipart ]; then
+    line=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/multipart.lua "$url" |
+      awk '/^Requests\/sec:/ {r = $2} $1 == "99%" {p = $2} END {printf "req/s=%s p99=%s\n", r, p}')
+  else
+    line=$("$shared/receive.sh" "$url" "$dur" 64)
+  fi
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   echo "round $r $1 listener=$2 $line"
   sleep 1
 }
 for r in $(seq "$rounds"); do
-  for listener in 1 0; do
+  for listener in ${LISTENERS:-1 0}; do
     for bin in "$@"; do run "$bin" "$listener"; done
   done
 done

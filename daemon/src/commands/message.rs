@@ -175,6 +175,10 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
     } else {
         Vec::new()
     };
+    let inline = match &rec.body {
+        StoredBody::Inline(b) => Some(&b[..]),
+        StoredBody::File(_) => None,
+    };
     let files = rec
         .parts
         .iter()
@@ -186,7 +190,7 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
             filename: p.filename.clone(),
             content_type: p.content_type.clone(),
             size: p.size,
-            sha256: p.sha256.clone().unwrap_or_default(),
+            sha256: p.sha256_hex(inline),
         })
         .collect();
     Message {

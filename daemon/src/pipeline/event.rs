@@ -73,7 +73,7 @@ pub fn for_message(
         .filter(|p| p.is_file())
         .map(|p| {
             json!({"name": p.name, "filename": p.filename, "contentType": p.content_type,
-                   "size": p.size, "sha256": p.sha256})
+                   "size": p.size, "sha256": p.sha256_hex(Some(body))})
         })
         .collect();
     payload.insert("files".into(), Value::Array(files));
@@ -244,12 +244,30 @@ mod tests {
             },
         ];
         let v = for_message(
-            &record("multipart/form-data; boundary=x", parts),
+            &record("multipart/form-data; boundary=x", parts.clone()),
             b"...",
             PayloadType::Raw,
             "t",
         );
         assert_eq!(v["payload"]["form"], json!({"note": "hello"}));
         assert_eq!(v["payload"]["files"][0]["filename"], "a.pdf");
+        assert_eq!(
+            v["payload"]["files"][0]["sha256"], "ab",
+            "a stored hash is used"
+        );
+        // An inline body's part hashes are not stored: computed from the part's bytes.
+        let mut parts = parts;
+        parts[1].sha256 = None;
+        let body = b"hello....pdf";
+        let v = for_message(
+            &record("multipart/form-data; boundary=x", parts),
+            body,
+            PayloadType::Raw,
+            "t",
+        );
+        assert_eq!(
+            v["payload"]["files"][0]["sha256"],
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"pdf"))
+        );
     }
 }

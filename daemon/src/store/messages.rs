@@ -7,6 +7,7 @@ use bytes::Bytes;
 use hookd_shared::{EventType, MessageSummary};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -39,6 +40,20 @@ impl PartRecord {
     /// Whether this part is listed as a file (rather than a text form field).
     pub fn is_file(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// The content's SHA-256 in hex: as stored for bodies kept in files, else computed from
+    /// `body`, the whole message body (inline bodies' part hashes are not stored, so receiving
+    /// hashes each byte once).
+    pub fn sha256_hex(&self, body: Option<&[u8]>) -> String {
+        if let Some(h) = &self.sha256 {
+            return h.clone();
+        }
+        let start = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(self.size).unwrap_or(usize::MAX));
+        body.and_then(|b| b.get(start..end))
+            .map(|content| hex::encode(Sha256::digest(content)))
+            .unwrap_or_default()
     }
 }
 
