@@ -99,8 +99,9 @@ impl Store {
         )?;
         // Checkpoints run on their own thread (checkpoint.rs), never inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // After a burst, the WAL file shrinks back to this size once checkpointed.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        // After a burst, the WAL file shrinks back to this size once checkpointed. Above the
+        // checkpointer's early threshold, so under a steady load the file is reused, not regrown.
+        conn.pragma_update(None, "journal_size_limit", 128 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
         let interrupted = pipelines::fail_interrupted(&mut conn, crate::clock::now_ms())?;
         if interrupted > 0 {
@@ -141,13 +142,16 @@ impl Store {
         })?;
         let checkpoints = Connection::open(dirs.db())?;
         configure(&checkpoints)?;
-        let checkpointer = checkpoint::Checkpointer::start(checkpoints)?;
+        let db_file = std::fs::OpenOptions::new().write(true).open(dirs.db())?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(checkpoints, db_file, checkpoint::EARLY_FRAMES)?;
+        let wrap = checkpointer.watch(&mut conn)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
             .spawn(move || {
-                let conn = writer::run(conn, rx, writer_shared);
+                let conn = writer::run(conn, rx, writer_shared, &wrap);
                 // Stop the periodic checkpoints, then fold the whole WAL into the database so a
                 // clean stop leaves a single file.
                 drop(checkpointer);

@@ -14,6 +14,7 @@ use crate::events::{BusEvent, EventData};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Wrap;
 use super::messages::{self, Capture};
 use super::tokens::{self, TokenRow};
 use super::webhooks::{self, WebhookPut, WebhookRow};
@@ -123,9 +124,12 @@ pub(crate) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
+    wrap: &Wrap,
 ) -> Connection {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        // Between two transactions: the only moment the WAL can be started over.
+        wrap.before_batch(&conn);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
