@@ -38,15 +38,15 @@ pub async fn exec(
             .collect(),
         Some(other) => return Err(format!("args must be a list, got {other}")),
     };
-    let timeout = match params.get("timeout") {
+    let asked = match params.get("timeout") {
         None | Some(Value::Null) => DEFAULT_TIMEOUT,
         Some(v) => Duration::from_secs(
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .ok_or_else(|| format!("timeout must be seconds, got {v}"))?,
         ),
-    }
-    .min(limit);
+    };
+    let timeout = asked.min(limit);
     let stdin = match params.get("stdin") {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(Value::Null) | None => serde_json::to_vec(body).unwrap_or_default(),
@@ -100,7 +100,9 @@ pub async fn exec(
     };
     let (out, err, status) = match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,
-        // Dropping `run` drops the child, which kill_on_drop kills.
+        // Dropping `run` drops the child, which kill_on_drop kills. When the run's own limit was
+        // the shorter, this timer and the run's may expire in the same tick: say what cut it.
+        Err(_) if asked > limit => return Err(super::run::over_time_limit(limit)),
         Err(_) => {
             return Err(format!(
                 "{program} was killed after {} s (its timeout)",
@@ -239,5 +241,15 @@ mod tests {
         .await
         .err();
         assert!(e.is_some_and(|e| e.contains("killed after 1 s")));
+        // Cut by the run's shorter limit: that is what the error names, whichever timer fires
+        // first (both expire in the same tick when the step starts right after the run).
+        let e = exec(
+            &params(json!({"command": "sleep", "args": ["30"], "timeout": 120})),
+            &Value::Null,
+            Duration::from_secs(1),
+        )
+        .await
+        .err();
+        assert_eq!(e.as_deref(), Some("the run exceeded its time limit of 1s"));
     }
 }

@@ -4,7 +4,7 @@
 //! here; every other command goes through the registry, exactly as over HTTP.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hookd_shared::{Role, StepLog};
 use serde_json::{Map, Value};
@@ -95,6 +95,14 @@ enum Flow {
     Exit,
 }
 
+/// The error of a run cut off by `[pipeline] timeout`.
+pub(super) fn over_time_limit(limit: Duration) -> String {
+    format!(
+        "the run exceeded its time limit of {}",
+        humantime::format_duration(limit)
+    )
+}
+
 /// Runs `r` to its end, its first unhandled error, or the configured time limit.
 pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
     let mut st = State {
@@ -115,10 +123,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
         .await
         .is_err()
     {
-        let msg = format!(
-            "the run exceeded its time limit of {}",
-            humantime::format_duration(limit)
-        );
+        let msg = over_time_limit(limit);
         if let Some((mut rec, started)) = st.current.take() {
             rec.status = "failed".into();
             rec.error = Some(msg.clone());
