@@ -228,6 +228,13 @@ impl Daemon {
         &self.http
     }
 
+    /// Posts `body` to a webhook URL; returns status and JSON answer.
+    pub async fn post(&self, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self.http.post(url).body(body).send().await.expect("post");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// Calls a command as admin; returns status and JSON body.
     pub async fn call(&self, name: &str, params: Value) -> (u16, Value) {
         self.call_as(&self.token.clone(), name, params).await

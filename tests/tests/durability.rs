@@ -13,17 +13,9 @@ async fn a_restart_keeps_webhooks_messages_tokens_and_urls() {
     let mut d = Daemon::start().await;
     let (url, uuid) = d.webhook("webhook.restart").await;
     let body = noise(100_000, 9); // spilled to a file
-    let r = d
-        .http()
-        .post(&url)
-        .body(body.clone())
-        .send()
-        .await
-        .expect("post");
-    let id = r.json::<Value>().await.expect("json")["messageId"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let (status, r) = d.post(&url, body.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    let id = r["messageId"].as_str().expect("id").to_string();
     let viewer = d
         .ok("token.create", json!({"role": "viewer", "name": "v"}))
         .await["token"]
@@ -144,14 +136,8 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_its
     let (url, _) = d.webhook("webhook.lock").await;
     // A body big enough to be written to `incoming/` and then `files/`.
     let big = noise(200 * 1024, 7);
-    let r = d
-        .http()
-        .post(&url)
-        .body(big.clone())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    let (status, r) = d.post(&url, big.clone()).await;
+    assert_eq!(status, 200, "{r}");
 
     let second = tokio::time::timeout(
         std::time::Duration::from_secs(30),
