@@ -356,8 +356,28 @@ async fn multipart_big(bin: &Path, mib: u64) -> Result<()> {
     let status = r.status();
     let secs = started.elapsed().as_secs_f64();
     let (_, peak) = rss(d.pid());
+    let id = r.json::<Value>().await?["messageId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The file's hash is computed by the first message.get, not during the upload; the second
+    // finds it stored (the write is not awaited by the first answer, hence the settle time).
+    let timed_get = || async {
+        let t = Instant::now();
+        let m = d.call("message.get", json!({"id": id})).await?;
+        anyhow::ensure!(
+            m["files"][0]["sha256"]
+                .as_str()
+                .is_some_and(|h| h.len() == 64),
+            "message.get returned no file hash: {m}"
+        );
+        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let first_get = timed_get().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later_get = timed_get().await?;
     println!(
-        "multipart-big size={mib}MiB status={} time={secs:.2}s throughput={:.0}MB/s rss_before={:.1}MiB peak={:.1}MiB growth={:.1}MiB",
+        "multipart-big size={mib}MiB status={} time={secs:.2}s throughput={:.0}MB/s rss_before={:.1}MiB peak={:.1}MiB growth={:.1}MiB first_get={first_get:.0}ms later_get={later_get:.1}ms",
         status.as_u16(),
         total as f64 / secs / 1e6,
         base as f64 / 1024.0,

@@ -148,13 +148,18 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let dirs = app.store.dirs().clone();
     let size = rec.summary.size;
     // File reads happen on a reader thread, off the async workers.
-    let (rec, preview) = app
+    let (rec, preview, hashed) = app
         .store
         .read(move |_| {
+            let mut rec = rec;
             let preview = messages::read_range(&dirs, &rec.body, 0, size.min(BODY_PREVIEW))?;
-            Ok((rec, preview))
+            let hashed = messages::hash_file_parts(&dirs, &mut rec)?;
+            Ok((rec, preview, hashed))
         })
         .await?;
+    if let Some(parts) = hashed {
+        app.store.keep_parts(rec.seq, parts);
+    }
     json(&to_message(rec, preview))
 }
 

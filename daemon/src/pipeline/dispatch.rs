@@ -470,16 +470,20 @@ async fn prepare_and_run(
 /// The event body for the message stored at `seq`.
 async fn message_event(app: &Arc<App>, seq: i64, trace_id: &str) -> Result<Value, String> {
     let dirs = app.store.dirs().clone();
-    let (rec, body) = app
+    let (rec, body, hashed) = app
         .store
         .read(move |c| {
-            let rec = messages::get_by_seq(c, seq)?
+            let mut rec = messages::get_by_seq(c, seq)?
                 .ok_or_else(|| StoreError::NotFound(format!("message {seq} no longer exists")))?;
             let body = messages::read_range(&dirs, &rec.body, 0, rec.summary.size)?;
-            Ok((rec, body))
+            let hashed = messages::hash_file_parts(&dirs, &mut rec)?;
+            Ok((rec, body, hashed))
         })
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(parts) = hashed {
+        app.store.keep_parts(rec.seq, parts);
+    }
     let payload_type = app
         .store
         .webhook(&rec.summary.uuid)

@@ -96,13 +96,8 @@ where
         .headers
         .get(http::header::CONTENT_TYPE)
         .map(|v| header_text(v.as_bytes()));
-    // A body declared to fit in memory is stored inline, and its parts' hashes are computed
-    // from it when read; only a body that may reach a file has them computed on the way.
-    let may_spill = declared.is_none_or(|n| n > INLINE_MAX as u64);
     let parser = match content_type.as_deref().map(multipart::boundary).transpose() {
-        Ok(b) => b
-            .flatten()
-            .map(|b| Parser::new(&b, cfg.max_parts, may_spill)),
+        Ok(b) => b.flatten().map(|b| Parser::new(&b, cfg.max_parts)),
         Err(e) => return Err(Error::BadRequest(e.to_string())),
     };
     let query = parts.uri.query().unwrap_or("");
@@ -191,7 +186,7 @@ where
                 content_type: p.content_type,
                 offset: p.offset,
                 size: p.size,
-                sha256: p.sha256.filter(|_| p.value.is_none()).map(hex::encode),
+                sha256: None,
                 value: p.value,
             })
             .collect(),

@@ -4,7 +4,6 @@
 //! (multer parses well but cannot say where a part's bytes were, which is what we need.)
 
 use memchr::memmem;
-use sha2::{Digest, Sha256};
 
 /// Largest header block of one part.
 const MAX_PART_HEADERS: usize = 16 * 1024;
@@ -30,8 +29,6 @@ pub struct ParsedPart {
     /// Where the part's content starts in the body.
     pub offset: u64,
     pub size: u64,
-    /// The content's SHA-256, when the parser was asked to hash (see [`Parser::new`]).
-    pub sha256: Option<[u8; 32]>,
     /// The text of a form field; `None` for files.
     pub value: Option<String>,
 }
@@ -54,7 +51,6 @@ struct Current {
     content_type: Option<String>,
     offset: u64,
     size: u64,
-    hasher: Option<Sha256>,
     value: Option<Vec<u8>>,
 }
 
@@ -70,17 +66,15 @@ pub struct Parser {
     /// first boundary looks like every other delimiter.
     consumed: u64,
     max_parts: usize,
-    /// Whether each part's content is hashed as it streams by.
-    hash: bool,
     parts: Vec<ParsedPart>,
     current: Option<Current>,
 }
 
 impl Parser {
-    /// A parser for bodies delimited by `boundary`, allowing at most `max_parts` parts. With
-    /// `hash`, each part's SHA-256 is computed on the way; without, the caller computes it later
-    /// from the stored body (cheaper when the body stays in memory: each byte is hashed once).
-    pub fn new(boundary: &str, max_parts: usize, hash: bool) -> Parser {
+    /// A parser for bodies delimited by `boundary`, allowing at most `max_parts` parts. Parts are
+    /// not hashed here: the receiver already hashes every byte once for the whole body, and a
+    /// part's hash is computed from the stored body when first asked for.
+    pub fn new(boundary: &str, max_parts: usize) -> Parser {
         let delimiter = format!("\r\n--{boundary}").into_bytes();
         Parser {
             delimiter_len: delimiter.len(),
@@ -90,7 +84,6 @@ impl Parser {
             buf: b"\r\n".to_vec(),
             consumed: 0,
             max_parts,
-            hash,
             parts: Vec::new(),
             current: None,
         }
@@ -194,7 +187,6 @@ impl Parser {
                     }
                     let mut part = parse_part_headers(&self.buf[..end + 2])?;
                     part.offset = self.offset_of(end + 2);
-                    part.hasher = self.hash.then(Sha256::new);
                     self.current = Some(part);
                     self.consume(end + 2);
                     self.state = State::Body;
@@ -207,9 +199,6 @@ impl Parser {
                     if let Some(cur) = self.current.as_mut() {
                         let data = &self.buf[..data_len];
                         cur.size += data.len() as u64;
-                        if let Some(h) = cur.hasher.as_mut() {
-                            h.update(data);
-                        }
                         if let Some(v) = cur.value.as_mut() {
                             if v.len() + data.len() <= MAX_FIELD_VALUE {
                                 v.extend_from_slice(data);
@@ -249,7 +238,6 @@ impl Current {
             content_type: self.content_type,
             offset: self.offset,
             size: self.size,
-            sha256: self.hasher.map(|h| h.finalize().into()),
             value,
         }
     }
@@ -273,7 +261,6 @@ fn parse_part_headers(block: &[u8]) -> Result<Current, MultipartError> {
         content_type: None,
         offset: 0,
         size: 0,
-        hasher: None,
         value: Some(Vec::new()),
     };
     for h in headers.iter() {
@@ -408,7 +395,7 @@ mod tests {
         body: &[u8],
         sizes: &mut dyn Iterator<Item = usize>,
     ) -> Result<Vec<ParsedPart>, MultipartError> {
-        let mut p = Parser::new("XyZ", 10, true);
+        let mut p = Parser::new("XyZ", 10);
         let mut rest = body;
         while !rest.is_empty() {
             let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
@@ -434,10 +421,6 @@ mod tests {
         assert_eq!(parts[1].value, None);
         // A boundary-lookalike inside the content stays content.
         assert_eq!(slice(&parts[1]), b"\x00\xff\r\n--Xy");
-        assert_eq!(
-            parts[1].sha256,
-            Some(<[u8; 32]>::from(Sha256::digest(b"\x00\xff\r\n--Xy")))
-        );
         assert_eq!(parts[2].filename.as_deref(), Some("na\u{ef}ve.txt"));
         assert_eq!(parts[2].size, 0);
     }
@@ -458,7 +441,7 @@ mod tests {
     #[test]
     fn body_may_start_with_the_boundary() {
         let body = b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--b--";
-        let mut p = Parser::new("b", 10, true);
+        let mut p = Parser::new("b", 10);
         p.feed(body).expect("feeds");
         let parts = p.finish().expect("parses");
         let content_at = body.len() - b"1\r\n--b--".len();
@@ -470,7 +453,7 @@ mod tests {
     fn malformed_bodies_are_refused() {
         let missing_close =
             b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--b\r\n";
-        let mut p = Parser::new("b", 10, true);
+        let mut p = Parser::new("b", 10);
         p.feed(missing_close).expect("feeds");
         assert!(
             p.finish()
@@ -479,7 +462,7 @@ mod tests {
                 .contains("closing boundary '--b--'")
         );
 
-        let mut p = Parser::new("b", 10, true);
+        let mut p = Parser::new("b", 10);
         p.feed(b"no boundary here").expect("feeds");
         assert!(
             p.finish()
@@ -488,7 +471,7 @@ mod tests {
                 .contains("never appears")
         );
 
-        let mut p = Parser::new("b", 10, true);
+        let mut p = Parser::new("b", 10);
         let err = p.feed(b"--bjunk\r\n").unwrap_err();
         assert!(
             err.to_string()
@@ -496,7 +479,7 @@ mod tests {
         );
 
         let many = b"--b\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b\r\n\r\nz\r\n--b--";
-        let mut p = Parser::new("b", 2, true);
+        let mut p = Parser::new("b", 2);
         assert_eq!(p.feed(many), Err(MultipartError::TooManyParts(2)));
     }
 

@@ -42,9 +42,9 @@ impl PartRecord {
         self.value.is_none()
     }
 
-    /// The content's SHA-256 in hex: as stored for bodies kept in files, else computed from
-    /// `body`, the whole message body (inline bodies' part hashes are not stored, so receiving
-    /// hashes each byte once).
+    /// The content's SHA-256 in hex: as stored (see [`hash_file_parts`]), else computed from
+    /// `body`, the whole message body. Receiving does not hash parts: it already hashes each byte
+    /// once for the whole body, and most parts' hashes are never asked for.
     pub fn sha256_hex(&self, body: Option<&[u8]>) -> String {
         if let Some(h) = &self.sha256 {
             return h.clone();
@@ -375,6 +375,54 @@ pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, 
         Some(at) => get(conn, message_id(at, seq)),
         None => Ok(None),
     }
+}
+
+/// Computes the missing hashes of a file-stored body's file parts, reading only those parts.
+/// Returns the parts to store again when any was computed, so the next reader finds them (an
+/// inline body's parts are hashed from the row instead, which costs less than storing them).
+pub fn hash_file_parts(
+    dirs: &super::Dirs,
+    rec: &mut MessageRecord,
+) -> Result<Option<String>, StoreError> {
+    let StoredBody::File(id) = &rec.body else {
+        return Ok(None);
+    };
+    if !rec.parts.iter().any(|p| p.is_file() && p.sha256.is_none()) {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(dirs.committed_path(id)?)?;
+    let mut buf = vec![0; 256 * 1024];
+    for part in rec.parts.iter_mut() {
+        if !part.is_file() || part.sha256.is_some() {
+            continue;
+        }
+        file.seek(SeekFrom::Start(part.offset))?;
+        let mut hasher = Sha256::new();
+        let mut left = part.size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("body file {id} ends inside part '{}'", part.name),
+                )));
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        part.sha256 = Some(hex::encode(hasher.finalize()));
+    }
+    serde_json::to_string(&rec.parts)
+        .map(Some)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Stores a message's parts again (their hashes filled in); a deleted message is no error.
+pub(super) fn set_parts(conn: &Connection, seq: i64, parts: &str) -> Result<Applied, StoreError> {
+    conn.prepare_cached("UPDATE messages SET parts = ?2 WHERE seq = ?1")?
+        .execute(params![seq, parts])?;
+    Ok(Applied::new(Outcome::Done))
 }
 
 /// The message for an unknown message id.

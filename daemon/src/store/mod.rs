@@ -368,6 +368,23 @@ impl Store {
         }
     }
 
+    /// Stores a message's parts again (see [`messages::hash_file_parts`]).
+    pub async fn set_parts(&self, seq: i64, parts: String) -> Result<(), StoreError> {
+        self.write(Op::SetParts { seq, parts }).await.map(|_| ())
+    }
+
+    /// [`Store::set_parts`] without waiting for the commit: for readers that computed part
+    /// hashes, whose answer should not wait on the writer. A lost write only means computing
+    /// the hashes again.
+    pub fn keep_parts(&self, seq: i64, parts: String) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.set_parts(seq, parts).await {
+                tracing::warn!("part hashes of message {seq} not stored: {e}");
+            }
+        });
+    }
+
     /// Commits a small write: proves the database is writable.
     pub async fn health(&self) -> Result<(), StoreError> {
         self.write(Op::Ping).await.map(|_| ())
@@ -564,6 +581,86 @@ mod tests {
         assert_eq!(logged, 3);
         store.shutdown().await;
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
+    }
+
+    /// Receiving does not hash parts; the first reader of a file-stored body computes the hashes
+    /// of its file parts from the file, and once stored, later readers read none of it again.
+    #[tokio::test]
+    async fn file_part_hashes_are_computed_once_and_kept() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            synchronous: Synchronous::Normal,
+            public_url: "http://h".into(),
+            bus: Bus::default(),
+        })
+        .expect("open");
+        let (w, _) = store
+            .put_webhook(WebhookPut {
+                event_key: Some("a.b".into()),
+                default_max_payload_length: 1 << 30,
+                ..WebhookPut::default()
+            })
+            .await
+            .expect("put");
+        // Two file parts (the second larger than one read buffer) around a text field.
+        let first = b"first file".to_vec();
+        let second: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let body = [&b"xx"[..], &first, b"--note--", &second, b"yy"].concat();
+        std::fs::write(store.dirs().incoming.join("f1"), &body).expect("body file");
+        let part = |name: &str, offset: usize, size: usize, value: Option<&str>| PartRecord {
+            name: name.into(),
+            filename: value.is_none().then(|| format!("{name}.bin")),
+            content_type: None,
+            offset: offset as u64,
+            size: size as u64,
+            value: value.map(str::to_string),
+            sha256: None,
+        };
+        let mut c = capture(&w.uuid, b"");
+        c.size = body.len() as u64;
+        c.body = CapturedBody::File("f1".into());
+        c.parts = vec![
+            part("a", 2, first.len(), None),
+            part("note", 2 + first.len() + 2, 4, Some("note")),
+            part("b", 2 + first.len() + 8, second.len(), None),
+        ];
+        let Captured::Stored(s) = store.capture(c).await.expect("capture") else {
+            panic!("stored")
+        };
+        let id: uuid::Uuid = s.id.parse().expect("uuid");
+        let get = || async {
+            store
+                .read(move |c| Ok(messages::get(c, id)?.expect("message")))
+                .await
+                .expect("get")
+        };
+
+        let mut rec = get().await;
+        assert!(rec.parts.iter().all(|p| p.sha256.is_none()));
+        let dirs = store.dirs().clone();
+        let parts = messages::hash_file_parts(&dirs, &mut rec)
+            .expect("hash")
+            .expect("hashes were missing");
+        let hex = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let want = [Some(hex(&first)), None, Some(hex(&second))];
+        let got: Vec<Option<String>> = rec.parts.iter().map(|p| p.sha256.clone()).collect();
+        assert_eq!(got, want);
+
+        store.set_parts(rec.seq, parts).await.expect("set parts");
+        let mut again = get().await;
+        let kept: Vec<Option<String>> = again.parts.iter().map(|p| p.sha256.clone()).collect();
+        assert_eq!(kept, want);
+        assert_eq!(again.parts[1].value.as_deref(), Some("note"));
+        // Nothing left to compute: the file is not even opened.
+        std::fs::remove_file(dirs.committed_path("f1").expect("path")).expect("remove");
+        assert!(
+            messages::hash_file_parts(&dirs, &mut again)
+                .expect("no read")
+                .is_none()
+        );
+        store.shutdown().await;
     }
 }
 

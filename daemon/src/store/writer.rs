@@ -50,6 +50,11 @@ pub(crate) enum Op {
     RecordAttempt(Box<deliveries::AttemptRecord>),
     RetryDelivery(i64),
     CancelDelivery(i64),
+    /// Store a message's parts again, with the hashes computed on first read.
+    SetParts {
+        seq: i64,
+        parts: String,
+    },
     Shutdown,
 }
 
@@ -283,6 +288,7 @@ fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreErr
         Op::RecordAttempt(a) => deliveries::record_attempt(conn, *a, now),
         Op::RetryDelivery(seq) => deliveries::retry(conn, seq, now),
         Op::CancelDelivery(seq) => deliveries::cancel(conn, seq),
+        Op::SetParts { seq, parts } => messages::set_parts(conn, seq, &parts),
         Op::Shutdown => Ok(Applied::new(Outcome::Done)),
     }
 }
