@@ -264,8 +264,12 @@ async fn dispatch(app: &Arc<App>, events: &[Arc<BusEvent>], cursor: &mut u64) ->
         else {
             continue;
         };
+        let listeners = app.pipelines.listeners_of(&m.event_key);
+        if listeners.is_empty() {
+            continue;
+        }
         let trace = uuid::Uuid::new_v4().simple().to_string();
-        for name in app.pipelines.listeners_of(&m.event_key) {
+        for name in listeners {
             new.push(NewExecution {
                 pipeline: name,
                 trigger: "event",
