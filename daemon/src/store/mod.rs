@@ -665,6 +665,106 @@ mod tests {
 }
 
 #[cfg(test)]
+mod execution_tests {
+    use super::*;
+    use hookd_shared::EventType;
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(StoreConfig {
+            data_dir: dir.to_path_buf(),
+            synchronous: Synchronous::Normal,
+            public_url: "http://h".into(),
+            bus: Bus::default(),
+        })
+        .expect("open")
+    }
+
+    /// Each state change of a run is written and announced with the row as it now is; a run
+    /// that was going when hookd stopped is failed at the next start, and says so.
+    #[tokio::test]
+    async fn runs_are_announced_as_written_and_interrupted_ones_fail_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let new = |n: u32| pipelines::NewExecution {
+            pipeline: format!("p{n}"),
+            trigger: "manual",
+            event_key: Some("a.b".into()),
+            message_seq: None,
+            message_id: None,
+            replay_of: None,
+            input: None,
+            trace_id: format!("t{n}"),
+            depth: 0,
+        };
+        let queued = store
+            .queue_executions(vec![new(1), new(2)], None)
+            .await
+            .expect("queue");
+        let (done, cut) = (queued[0].0, queued[1].0);
+        let started = store.start_execution(done).await.expect("start");
+        assert_eq!(
+            (started.status.as_str(), started.pipeline.as_str()),
+            ("running", "p1")
+        );
+        assert!(started.started_at.is_some());
+        assert!(matches!(
+            store.start_execution(done).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let finished = store
+            .finish_execution(pipelines::Finish {
+                seq: done,
+                status: "succeeded",
+                run_as: None,
+                steps: "[]".into(),
+                body: Some("{}".into()),
+                body_truncated: false,
+                error: None,
+                error_step: None,
+            })
+            .await
+            .expect("finish");
+        assert_eq!(finished.status, "succeeded");
+        assert_eq!(finished.trace_id, "t1");
+        assert!(finished.finished_at.is_some());
+        store.start_execution(cut).await.expect("start second");
+        store.shutdown().await;
+        drop(store);
+
+        let store = open(dir.path());
+        let (row, events) = store
+            .read(move |c| {
+                let row = pipelines::get_execution(c, cut)?.expect("row");
+                Ok((row, events::after(c, 0, 100)?))
+            })
+            .await
+            .expect("read");
+        assert_eq!(row.status, "failed");
+        assert_eq!(
+            row.error.as_deref(),
+            Some("interrupted: hookd stopped during this run")
+        );
+        let announced: Vec<(EventType, String)> = events
+            .iter()
+            .map(|e| {
+                let d = e.data.to_json();
+                (e.kind, format!("{} {}", d["pipeline"], d["status"]))
+            })
+            .collect();
+        assert_eq!(
+            announced,
+            [
+                (EventType::ExecutionStarted, r#""p1" "running""#.to_string()),
+                (EventType::ExecutionFinished, r#""p1" "succeeded""#.into()),
+                (EventType::ExecutionStarted, r#""p2" "running""#.into()),
+                (EventType::ExecutionFinished, r#""p2" "failed""#.into()),
+            ]
+        );
+        store.shutdown().await;
+    }
+}
+
+#[cfg(test)]
 mod prune_tests {
     use super::*;
 

@@ -334,12 +334,16 @@ pub fn fail_interrupted(conn: &mut Connection, now: i64) -> Result<usize, StoreE
         st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
     };
     for seq in &seqs {
-        tx.execute(
-            "UPDATE executions SET status = 'failed', finished_at = ?2, \
-             error = 'interrupted: hookd stopped during this run' WHERE seq = ?1",
+        let row = tx.query_row(
+            &format!(
+                "UPDATE executions SET status = 'failed', finished_at = ?2, \
+                 error = 'interrupted: hookd stopped during this run' WHERE seq = ?1 \
+                 RETURNING {EXECUTION_COLUMNS}"
+            ),
             params![seq, now],
+            execution_from_row,
         )?;
-        announce(&tx, *seq, EventType::ExecutionFinished, now)?;
+        announce(&tx, row, EventType::ExecutionFinished, now)?;
     }
     tx.commit()?;
     Ok(seqs.len())
@@ -401,21 +405,25 @@ pub(super) fn create(
 }
 
 pub(super) fn start(conn: &Connection, seq: i64, now: i64) -> Result<Applied, StoreError> {
-    let n = conn
-        .prepare_cached("UPDATE executions SET status = 'running', started_at = ?2 WHERE seq = ?1 AND status = 'queued'")?
-        .execute(params![seq, now])?;
-    if n == 0 {
-        return Err(StoreError::Invalid(format!(
-            "execution {seq} is not queued"
-        )));
-    }
-    announce(conn, seq, EventType::ExecutionStarted, now)
+    let row = conn
+        .prepare_cached(&format!(
+            "UPDATE executions SET status = 'running', started_at = ?2 \
+             WHERE seq = ?1 AND status = 'queued' RETURNING {EXECUTION_COLUMNS}"
+        ))?
+        .query_row(params![seq, now], execution_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::Invalid(format!("execution {seq} is not queued")))?;
+    announce(conn, row, EventType::ExecutionStarted, now)
 }
 
-/// Logs `kind` for execution `seq` with its current summary; the row and its event, applied.
-fn announce(conn: &Connection, seq: i64, kind: EventType, now: i64) -> Result<Applied, StoreError> {
-    let row = get_execution(conn, seq)?
-        .ok_or_else(|| StoreError::NotFound(format!("execution {seq}")))?;
+/// Logs `kind` for execution `row` (as just written, from the statement's `RETURNING`, so
+/// the row is not read a second time); the row and its event, applied.
+fn announce(
+    conn: &Connection,
+    row: ExecutionRow,
+    kind: EventType,
+    now: i64,
+) -> Result<Applied, StoreError> {
     let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
     let event = log_event(conn, kind, now, row.event_key.as_deref(), None, data)?;
     let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
@@ -438,26 +446,29 @@ pub struct Finish {
 }
 
 pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, StoreError> {
-    conn.prepare_cached(
-        "UPDATE executions SET status = ?2, run_as = ?3, steps = ?4, body = ?5, body_truncated = ?6, \
-         error = ?7, error_step = ?8, finished_at = ?9, started_at = coalesce(started_at, ?9) \
-         WHERE seq = ?1",
-    )?
-    .execute(params![
-        f.seq,
-        f.status,
-        f.run_as,
-        f.steps,
-        f.body,
-        f.body_truncated,
-        f.error,
-        f.error_step,
-        now
-    ])?;
-    conn.prepare_cached(
-        "UPDATE pipelines SET last_run_at = ?2 \
-         WHERE name = (SELECT pipeline FROM executions WHERE seq = ?1)",
-    )?
-    .execute(params![f.seq, now])?;
-    announce(conn, f.seq, EventType::ExecutionFinished, now)
+    let row = conn
+        .prepare_cached(&format!(
+            "UPDATE executions SET status = ?2, run_as = ?3, steps = ?4, body = ?5, \
+             body_truncated = ?6, error = ?7, error_step = ?8, finished_at = ?9, \
+             started_at = coalesce(started_at, ?9) WHERE seq = ?1 RETURNING {EXECUTION_COLUMNS}"
+        ))?
+        .query_row(
+            params![
+                f.seq,
+                f.status,
+                f.run_as,
+                f.steps,
+                f.body,
+                f.body_truncated,
+                f.error,
+                f.error_step,
+                now
+            ],
+            execution_from_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("execution {}", f.seq)))?;
+    conn.prepare_cached("UPDATE pipelines SET last_run_at = ?2 WHERE name = ?1")?
+        .execute(params![row.pipeline, now])?;
+    announce(conn, row, EventType::ExecutionFinished, now)
 }
