@@ -26,7 +26,7 @@ async fn message_id(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) ->
 /// Nothing in the database and no body file anywhere.
 async fn assert_nothing_stored(d: &Daemon) {
     assert_eq!(d.ok("message.list", json!({})).await, json!([]));
-    for sub in ["files", "incoming"] {
+    for sub in ["files", "incoming", "segments"] {
         let n = std::fs::read_dir(d.dir.join(sub))
             .map(|r| r.count())
             .unwrap_or(0);
@@ -175,8 +175,9 @@ async fn multipart_with_three_files_is_stored_once_and_each_file_is_exact() {
     assert_eq!(status, 404);
 }
 
-/// A small multipart body stays in the database row; its files' hashes are computed from it when
-/// read instead of during the receive, and must be the same as for a body kept in a file.
+/// A mid-sized multipart body is appended to a segment file, not written into its row (where
+/// SQLite would write it twice); its files' hashes are computed from it when read instead of
+/// during the receive, and must be the same as for a body kept in a file of its own.
 #[tokio::test]
 async fn files_of_a_small_multipart_body_have_their_hashes_too() {
     let d = Daemon::start().await;
@@ -191,14 +192,34 @@ async fn files_of_a_small_multipart_body_have_their_hashes_too() {
             ("c", Some("c.bin"), None, &files[2]),
         ],
     );
-    let id = message_id(&d, &url, "multipart/form-data; boundary=SMALL", body).await;
+    let id = message_id(
+        &d,
+        &url,
+        "multipart/form-data; boundary=SMALL",
+        body.clone(),
+    )
+    .await;
     let m = d.ok("message.get", json!({"id": id})).await;
     let got: Vec<&Value> = m["files"].as_array().expect("files").iter().collect();
     assert_eq!(got.len(), 3);
-    for (f, bytes) in got.iter().zip(&files) {
+    for (i, (f, bytes)) in got.iter().zip(&files).enumerate() {
         assert_eq!(f["size"], bytes.len());
         assert_eq!(f["sha256"], sha256(bytes));
+        let got = d.raw("message.file", json!({"id": id, "index": i})).await.1;
+        assert!(got == *bytes, "file {i} differs");
     }
+    assert!(d.raw("message.body", json!({"id": id})).await.1 == body);
+    // A small body after it stays in its row; the segment holds exactly the multipart body.
+    message_id(&d, &url, "text/plain", b"small".to_vec()).await;
+    let in_dir = |sub: &str| -> u64 {
+        std::fs::read_dir(d.dir.join(sub))
+            .expect("dir")
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    assert_eq!(in_dir("segments"), body.len() as u64);
+    assert_eq!(in_dir("files"), 0);
 }
 
 #[tokio::test]

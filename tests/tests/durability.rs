@@ -70,11 +70,12 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         );
         tasks.push(tokio::spawn(async move {
             for i in 0u64.. {
-                // Every 8th body is large enough to live in a file beside the database.
-                let len = if i % 8 == 0 {
-                    70_000
-                } else {
-                    512 + (i as usize % 700)
+                // Every 8th body is large enough to live in a file beside the database, every
+                // 8th from the 4th is appended to a segment file, the rest live in their row.
+                let len = match i % 8 {
+                    0 => 70_000,
+                    4 => 20_000 + (i as usize % 1000),
+                    _ => 512 + (i as usize % 700),
                 };
                 let body = noise(len, (client as u64) << 32 | i);
                 let Ok(r) = http.post(&url).body(body.clone()).send().await else {
@@ -128,6 +129,23 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         stored, big,
         "every file belongs to a message and every large message has its file"
     );
+    // Appends after the crash go after whatever the killed writer left in the segment.
+    let url = format!("{}/api/{}", d.url, url.split_once("/api/").expect("path").1);
+    let body = noise(30_000, 77);
+    let (status, r) = d.post(&url, body.clone()).await;
+    assert_eq!(status, 200, "{r}");
+    let got = d.raw("message.body", json!({"id": r["messageId"]})).await.1;
+    assert!(got == body, "a body stored after the restart differs");
+    let in_segments = acked
+        .iter()
+        .filter(|(_, b)| (20_000..21_000).contains(&b.len()));
+    for (id, body) in in_segments {
+        let got = d.raw("message.body", json!({"id": id})).await.1;
+        assert!(
+            got == *body,
+            "message {id}: body differs after a later append"
+        );
+    }
 }
 
 #[tokio::test]

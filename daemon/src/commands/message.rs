@@ -166,6 +166,25 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
 /// The API view of a message, given the first bytes of its body.
 fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
     let truncated = (preview.len() as u64) < rec.summary.size;
+    // Part hashes not stored are computed from the body when all of it is at hand.
+    let whole = match &rec.body {
+        StoredBody::Inline(b) => Some(&b[..]),
+        StoredBody::File(_) | StoredBody::Segment { .. } => (!truncated).then_some(&preview[..]),
+    };
+    let files = rec
+        .parts
+        .iter()
+        .filter(|p| p.is_file())
+        .enumerate()
+        .map(|(i, p)| FileInfo {
+            index: i as u32,
+            name: p.name.clone(),
+            filename: p.filename.clone(),
+            content_type: p.content_type.clone(),
+            size: p.size,
+            sha256: p.sha256_hex(whole),
+        })
+        .collect();
     let (body, encoding) = encode_body(preview, truncated);
     let content_type = rec.summary.content_type.as_deref().unwrap_or("");
     let form: Vec<(String, String)> = if !rec.parts.is_empty() {
@@ -180,24 +199,6 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
     } else {
         Vec::new()
     };
-    let inline = match &rec.body {
-        StoredBody::Inline(b) => Some(&b[..]),
-        StoredBody::File(_) => None,
-    };
-    let files = rec
-        .parts
-        .iter()
-        .filter(|p| p.is_file())
-        .enumerate()
-        .map(|(i, p)| FileInfo {
-            index: i as u32,
-            name: p.name.clone(),
-            filename: p.filename.clone(),
-            content_type: p.content_type.clone(),
-            size: p.size,
-            sha256: p.sha256_hex(inline),
-        })
-        .collect();
     Message {
         query: form_urlencoded::parse(rec.query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -263,6 +264,11 @@ fn raw_range(
         StoredBody::File(id) => RawData::File {
             path: dirs.committed_path(&id)?,
             offset,
+            len,
+        },
+        StoredBody::Segment { id, offset: at } => RawData::File {
+            path: crate::store::segments::path(&dirs.segments, id),
+            offset: at + offset,
             len,
         },
     };

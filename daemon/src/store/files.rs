@@ -19,6 +19,8 @@ pub struct Dirs {
     pub root: PathBuf,
     pub incoming: PathBuf,
     pub files: PathBuf,
+    /// Append-only files of mid-sized bodies (see `segments.rs`).
+    pub segments: PathBuf,
 }
 
 impl Dirs {
@@ -28,9 +30,11 @@ impl Dirs {
             root: root.to_path_buf(),
             incoming: root.join("incoming"),
             files: root.join("files"),
+            segments: root.join("segments"),
         };
         fs::create_dir_all(&dirs.incoming)?;
         fs::create_dir_all(&dirs.files)?;
+        fs::create_dir_all(&dirs.segments)?;
         Ok(dirs)
     }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
+use super::segments::{SEGMENT_MIN, Segments};
 use super::webhooks::RECEIVE_PATH;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
@@ -91,7 +92,12 @@ pub struct Capture {
     pub dedupe: Option<(String, i64)>,
 }
 
-pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied, StoreError> {
+pub(super) fn insert(
+    conn: &Connection,
+    c: Capture,
+    now: i64,
+    segments: &mut Segments,
+) -> Result<Applied, StoreError> {
     if let Some((key, window)) = &c.dedupe {
         let earlier: Option<(i64, i64)> = conn
             .prepare_cached(
@@ -117,9 +123,14 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
     let file_count = c.parts.iter().filter(|p| p.is_file()).count() as u32;
     let parts = (!c.parts.is_empty())
         .then(|| serde_json::to_string(&c.parts).unwrap_or_else(|_| "[]".into()));
-    let (body_file, body) = match &c.body {
-        CapturedBody::Inline(b) => (None, Some(&b[..])),
-        CapturedBody::File(id) => (Some(id.as_str()), None),
+    let (body_file, body, segment) = match &c.body {
+        // A rejection keeps only the body's head, shorter than `size`, which the segment
+        // readers rely on: it stays in the row (rejections are rate-capped, so rare).
+        CapturedBody::Inline(b) if b.len() > SEGMENT_MIN && c.rejected.is_none() => {
+            (None, None, Some(segments.append(b)?))
+        }
+        CapturedBody::Inline(b) => (None, Some(&b[..]), None),
+        CapturedBody::File(id) => (Some(id.as_str()), None, None),
     };
     let (status, verification) = match &c.rejected {
         Some(_) => ("rejected", "failed"),
@@ -128,8 +139,8 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
     let mut st = conn.prepare_cached(
         "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
          method, path, query, headers, remote_addr, content_type, size, sha256, file_count, parts, \
-         body_file, body, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-         ?13, ?14, ?15, ?16, ?17, ?18)",
+         body_file, body, reason, body_segment, body_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+         ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     st.execute(params![
         c.webhook_uuid,
@@ -150,6 +161,8 @@ pub(super) fn insert(conn: &Connection, c: Capture, now: i64) -> Result<Applied,
         body_file,
         body,
         c.rejected,
+        segment.map(|(id, _)| id),
+        segment.map(|(_, at)| at as i64),
     ])?;
     let seq = conn.last_insert_rowid();
     if let Some((key, _)) = &c.dedupe {
@@ -275,6 +288,12 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
 pub enum StoredBody {
     Inline(Vec<u8>),
     File(String),
+    /// In segment `id` from `offset`, exactly the message's `size` bytes long (see
+    /// `segments.rs`; only accepted messages, whose stored body is all of it, go there).
+    Segment {
+        id: u32,
+        offset: u64,
+    },
 }
 
 // The path nearly every capture has, RECEIVE_PATH, is stored as '' to save ~30 bytes a row; a
@@ -332,8 +351,8 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
         return Ok(None);
     };
     let mut st = conn.prepare_cached(&format!(
-        "SELECT {SUMMARY_COLUMNS}, path, query, headers, remote_addr, sha256, parts, body_file, body \
-         FROM messages WHERE seq = ?1 AND received_at = ?2"
+        "SELECT {SUMMARY_COLUMNS}, path, query, headers, remote_addr, sha256, parts, body_file, body, \
+         body_segment, body_offset FROM messages WHERE seq = ?1 AND received_at = ?2"
     ))?;
     let rec = st
         .query_row(params![seq, received_at], |r| {
@@ -342,9 +361,15 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
             let sha: Vec<u8> = r.get(w + 4)?;
             let parts: Option<String> = r.get(w + 5)?;
             let body_file: Option<String> = r.get(w + 6)?;
-            let body = match body_file {
-                Some(f) => StoredBody::File(f),
-                None => StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(w + 7)?.unwrap_or_default()),
+            let segment: Option<(u32, u64)> = r
+                .get::<_, Option<u32>>(w + 8)?
+                .zip(r.get::<_, Option<i64>>(w + 9)?.map(|o| o.max(0) as u64));
+            let body = match (body_file, segment) {
+                (Some(f), _) => StoredBody::File(f),
+                (None, Some((id, offset))) => StoredBody::Segment { id, offset },
+                (None, None) => {
+                    StoredBody::Inline(r.get::<_, Option<Vec<u8>>>(w + 7)?.unwrap_or_default())
+                }
             };
             let summary = summary_from_row(r, 0)?;
             Ok(MessageRecord {
@@ -430,6 +455,15 @@ pub fn no_such_message(id: &str) -> String {
     format!("no message with id {id}; message.list shows them")
 }
 
+/// Up to `len` bytes of the file at `path` from `offset`.
+fn read_file(path: &std::path::Path, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// `len` bytes of a stored body from `offset`.
 pub fn read_range(
     dirs: &super::Dirs,
@@ -443,13 +477,12 @@ pub fn read_range(
             let end = (start + len as usize).min(b.len());
             Ok(b[start..end].to_vec())
         }
-        StoredBody::File(id) => {
-            let mut f = std::fs::File::open(dirs.committed_path(id)?)?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut out = Vec::with_capacity(len as usize);
-            f.take(len).read_to_end(&mut out)?;
-            Ok(out)
-        }
+        StoredBody::File(id) => read_file(&dirs.committed_path(id)?, offset, len),
+        StoredBody::Segment { id, offset: at } => read_file(
+            &super::segments::path(&dirs.segments, *id),
+            at + offset,
+            len,
+        ),
     }
 }
 
@@ -482,6 +515,8 @@ mod tests {
     fn the_receive_url_is_stored_compactly_and_read_back_exactly() {
         let mut conn = Connection::open_in_memory().expect("open");
         super::super::schema::migrate(&mut conn).expect("migrate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut segs = Segments::open(dir.path()).expect("segments");
         let own = "uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
         let cases = [
             (RECEIVE_PATH, own, ("", "#")),
@@ -504,7 +539,7 @@ mod tests {
             ),
         ];
         for (path, query, stored) in cases {
-            insert(&conn, capture(path, query), 0).expect("insert");
+            insert(&conn, capture(path, query), 0, &mut segs).expect("insert");
             let seq = conn.last_insert_rowid();
             let raw: (String, String) = conn
                 .query_row(
@@ -518,7 +553,7 @@ mod tests {
             assert_eq!((rec.path.as_str(), rec.query.as_str()), (path, query));
         }
         // Rows stored before the encoding hold the full texts and must read back unchanged.
-        insert(&conn, capture(RECEIVE_PATH, own), 0).expect("insert");
+        insert(&conn, capture(RECEIVE_PATH, own), 0, &mut segs).expect("insert");
         let seq = conn.last_insert_rowid();
         conn.execute(
             "UPDATE messages SET path = ?1, query = ?2 WHERE seq = ?3",

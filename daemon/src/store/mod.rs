@@ -14,6 +14,7 @@ mod page;
 pub mod pipelines;
 mod reader;
 mod schema;
+pub mod segments;
 pub mod tokens;
 pub mod webhooks;
 mod writer;
@@ -111,6 +112,7 @@ impl Store {
             );
         }
         let (moved, deleted) = dirs.recover(&conn)?;
+        let segments = segments::Segments::open(&dirs.segments)?;
         if moved + deleted > 0 {
             tracing::info!(moved, deleted, "settled body files left by an unclean stop");
         }
@@ -151,7 +153,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
             .spawn(move || {
-                let conn = writer::run(conn, rx, writer_shared, &wrap);
+                let conn = writer::run(conn, rx, writer_shared, &wrap, segments);
                 // Stop the periodic checkpoints, then fold the whole WAL into the database so a
                 // clean stop leaves a single file.
                 drop(checkpointer);

@@ -168,6 +168,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX dedupe_by_age ON dedupe (at);
     "#,
+    // 5: mid-sized bodies in append-only segment files: (segment id, offset); size is `size`.
+    r#"
+    ALTER TABLE messages ADD COLUMN body_segment INTEGER;
+    ALTER TABLE messages ADD COLUMN body_offset INTEGER;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Wrap;
 use super::messages::{self, Capture};
+use super::segments::Segments;
 use super::tokens::{self, TokenRow};
 use super::webhooks::{self, WebhookPut, WebhookRow};
 use super::{Shared, StoreError, write_lock};
@@ -130,6 +131,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     wrap: &Wrap,
+    mut segments: Segments,
 ) -> Connection {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -143,7 +145,7 @@ pub(crate) fn run(
             }
         }
         let stop = batch.iter().any(|j| matches!(j.op, Op::Shutdown));
-        commit_batch(&mut conn, &mut batch, &shared);
+        commit_batch(&mut conn, &mut batch, &shared, &mut segments);
         if stop {
             rx.close();
             // Answer whatever raced in behind the shutdown instead of leaving it hanging.
@@ -159,10 +161,15 @@ pub(crate) fn run(
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared) {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    shared: &Shared,
+    segments: &mut Segments,
+) {
     let mut results = Vec::with_capacity(batch.len());
     let mut pending = std::mem::take(batch).into_iter();
-    if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared) {
+    if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared, segments) {
         tracing::error!(
             "commit failed, {} operations not stored: {e}",
             results.len() + pending.len()
@@ -222,13 +229,14 @@ fn apply_batch(
     pending: &mut std::vec::IntoIter<Job>,
     results: &mut Vec<(Reply, Result<Applied, StoreError>, Option<String>)>,
     shared: &Shared,
+    segments: &mut Segments,
 ) -> Result<(), StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut counted = Vec::new();
     for job in pending.by_ref() {
         let file = job.op.body_file();
         let applied = if matches!(job.op, Op::Capture(_)) {
-            match apply(&tx, job.op, shared) {
+            match apply(&tx, job.op, shared, segments) {
                 Ok(a) => Ok(a),
                 Err(e) => {
                     results.push((job.reply, Err(StoreError::Commit(e.to_string())), file));
@@ -237,7 +245,7 @@ fn apply_batch(
             }
         } else {
             let sp = tx.savepoint()?;
-            match apply(&sp, job.op, shared) {
+            match apply(&sp, job.op, shared, segments) {
                 Ok(a) => sp.commit().map(|()| a).map_err(StoreError::from),
                 Err(e) => Err(e),
             }
@@ -256,14 +264,21 @@ fn apply_batch(
         results.push((job.reply, applied, file));
     }
     messages::count(&tx, &counted)?;
+    // Rows may point into the segments: their bytes reach the disk first.
+    segments.sync()?;
     tx.commit()?;
     Ok(())
 }
 
-fn apply(conn: &Connection, op: Op, shared: &Shared) -> Result<Applied, StoreError> {
+fn apply(
+    conn: &Connection,
+    op: Op,
+    shared: &Shared,
+    segments: &mut Segments,
+) -> Result<Applied, StoreError> {
     let now = crate::clock::now_ms();
     match op {
-        Op::Capture(c) => messages::insert(conn, *c, now),
+        Op::Capture(c) => messages::insert(conn, *c, now, segments),
         Op::PutWebhook(put) => webhooks::put(conn, *put, now, &shared.public_url),
         Op::DeleteWebhook(uuid) => webhooks::delete(conn, &uuid, now, &shared.public_url),
         Op::CreateToken(t) => tokens::insert(conn, t),
