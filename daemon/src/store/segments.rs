@@ -1,7 +1,7 @@
 //! Mid-sized bodies (over `SEGMENT_MIN`, up to the inline limit) are appended to segment files,
 //! `segments/<id>`, instead of going into their database row. In a row they would be written
-//! twice, to the WAL and then by the checkpoint into the database file; here once. A prototype
-//! measured 1.34x the requests/s for three 10 KiB files per request, with half the p99.
+//! twice, to the WAL and then by the checkpoint into the database file; here once (target 3 of
+//! docs/BENCHMARKS.md: 1.37x the requests/s for three 10 KiB files per request).
 //!
 //! The writer appends a batch's bodies, syncs the segment, and only then commits the rows that
 //! point into it, so a committed row never points at bytes that are not on disk. A crash between
