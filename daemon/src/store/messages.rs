@@ -403,8 +403,9 @@ pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, 
 }
 
 /// Computes the missing hashes of a file-stored body's file parts, reading only those parts.
-/// Returns the parts to store again when any was computed, so the next reader finds them (an
-/// inline body's parts are hashed from the row instead, which costs less than storing them).
+/// Returns the parts to store again when any was computed, so the next reader finds them (the
+/// parts of a body of at most 64 KiB, in its row or a segment, are hashed from the body when
+/// read instead, which costs less than storing them).
 pub fn hash_file_parts(
     dirs: &super::Dirs,
     rec: &mut MessageRecord,
