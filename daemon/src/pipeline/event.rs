@@ -145,6 +145,7 @@ mod tests {
     fn record(content_type: &str, parts: Vec<PartRecord>) -> MessageRecord {
         MessageRecord {
             seq: 1,
+            received_at: 0,
             summary: MessageSummary {
                 id: "m1".into(),
                 uuid: "w1".into(),

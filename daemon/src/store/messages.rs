@@ -343,6 +343,8 @@ pub struct MessageRecord {
     pub sha256: [u8; 32],
     pub parts: Vec<PartRecord>,
     pub body: StoredBody,
+    /// Milliseconds since the epoch, as in the message id.
+    pub received_at: i64,
 }
 
 /// One message by id.
@@ -350,12 +352,18 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
     let Some((received_at, seq)) = decode_message_id(id) else {
         return Ok(None);
     };
+    // The id's time must match too: a guessed seq with another time finds nothing.
+    Ok(get_by_seq(conn, seq)?.filter(|r| r.received_at == received_at))
+}
+
+/// One message by its row seq.
+pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, StoreError> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {SUMMARY_COLUMNS}, path, query, headers, remote_addr, sha256, parts, body_file, body, \
-         body_segment, body_offset FROM messages WHERE seq = ?1 AND received_at = ?2"
+         body_segment, body_offset FROM messages WHERE seq = ?1"
     ))?;
     let rec = st
-        .query_row(params![seq, received_at], |r| {
+        .query_row(params![seq], |r| {
             let w = SUMMARY_WIDTH;
             let headers: String = r.get(w + 2)?;
             let sha: Vec<u8> = r.get(w + 4)?;
@@ -384,22 +392,11 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<MessageRecord>, StoreEr
                     .and_then(|p| serde_json::from_str(&p).ok())
                     .unwrap_or_default(),
                 body,
+                received_at: r.get(1)?,
             })
         })
         .optional()?;
     Ok(rec)
-}
-
-/// One message by its row seq.
-pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, StoreError> {
-    let received_at: Option<i64> = conn
-        .prepare_cached("SELECT received_at FROM messages WHERE seq = ?1")?
-        .query_row([seq], |r| r.get(0))
-        .optional()?;
-    match received_at {
-        Some(at) => get(conn, message_id(at, seq)),
-        None => Ok(None),
-    }
 }
 
 /// Computes the missing hashes of a file-stored body's file parts, reading only those parts.
@@ -539,6 +536,12 @@ mod tests {
                 ("", &format!("{own}&a=1")),
             ),
         ];
+        // An id is found only with its own time, not by its seq alone.
+        insert(&conn, capture("/", ""), 0, &mut segs).expect("insert");
+        let seq = conn.last_insert_rowid();
+        let at = 1_700_000_000_000;
+        assert!(get(&conn, message_id(at, seq)).expect("get").is_some());
+        assert!(get(&conn, message_id(at + 1, seq)).expect("get").is_none());
         for (path, query, stored) in cases {
             insert(&conn, capture(path, query), 0, &mut segs).expect("insert");
             let seq = conn.last_insert_rowid();
