@@ -35,6 +35,8 @@ impl Dirs {
         fs::create_dir_all(&dirs.incoming)?;
         fs::create_dir_all(&dirs.files)?;
         fs::create_dir_all(&dirs.segments)?;
+        // Committed rows will point into these directories: their entries must survive a crash.
+        sync_dir(&dirs.root)?;
         Ok(dirs)
     }
 
