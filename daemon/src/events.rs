@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hookd_shared::{Event, EventType, MessageSummary};
+use hookd_shared::{Event, EventType, ExecutionSummary, MessageSummary};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -26,6 +26,8 @@ pub struct BusEvent {
 #[derive(Debug, Clone)]
 pub enum EventData {
     Message(Arc<MessageSummary>),
+    /// `execution.*` events: two per run, so worth skipping the JSON tree for too.
+    Execution(Arc<ExecutionSummary>),
     Json(Value),
 }
 
@@ -34,6 +36,7 @@ impl EventData {
     pub fn to_json(&self) -> Value {
         match self {
             EventData::Message(m) => serde_json::to_value(m.as_ref()).unwrap_or_default(),
+            EventData::Execution(e) => serde_json::to_value(e.as_ref()).unwrap_or_default(),
             EventData::Json(v) => v.clone(),
         }
     }
@@ -42,6 +45,7 @@ impl EventData {
     pub fn event_key(&self) -> Option<&str> {
         match self {
             EventData::Message(m) => Some(&m.event_key),
+            EventData::Execution(e) => e.event_key.as_deref(),
             EventData::Json(v) => v.get("eventKey").and_then(Value::as_str),
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hookd_shared::{EventType, Lagged, MessageSummary, key};
+use hookd_shared::{EventType, ExecutionSummary, Lagged, MessageSummary, key};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -224,6 +224,7 @@ struct Frame<'a> {
 #[serde(untagged)]
 enum FrameData<'a> {
     Message(&'a MessageSummary),
+    Execution(&'a ExecutionSummary),
     Json(&'a Value),
     Lagged(Lagged),
 }
@@ -352,6 +353,7 @@ impl Session {
         }
         let data = match &ev.data {
             EventData::Message(m) => FrameData::Message(m),
+            EventData::Execution(e) => FrameData::Execution(e),
             EventData::Json(v) => FrameData::Json(v),
         };
         let frame = Frame {

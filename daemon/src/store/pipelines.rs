@@ -424,7 +424,7 @@ fn announce(
     kind: EventType,
     now: i64,
 ) -> Result<Applied, StoreError> {
-    let data = EventData::Json(serde_json::to_value(row.summary()).unwrap_or_default());
+    let data = EventData::Execution(std::sync::Arc::new(row.summary()));
     let event = log_event(conn, kind, now, row.event_key.as_deref(), None, data)?;
     let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
     applied.events.push(event);

@@ -320,6 +320,7 @@ pub(crate) fn log_event(
     // Message events point at their row instead of storing a second copy of the summary.
     let stored = match &data {
         EventData::Json(v) => Some(v.to_string()),
+        EventData::Execution(e) => serde_json::to_string(e.as_ref()).ok(),
         EventData::Message(_) => None,
     };
     let mut st = conn.prepare_cached(
