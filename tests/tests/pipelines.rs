@@ -145,6 +145,41 @@ pipeline:
     );
     assert_eq!(detail["body"], "pushed to main: 3 commits");
     assert_eq!(runs["everything"]["status"], "succeeded");
+    // A run that leaves its event as it was stores how to rebuild it, not a copy; the rebuilt
+    // body is the event the run saw.
+    let all = d
+        .ok("execution.get", json!({"id": runs["everything"]["id"]}))
+        .await;
+    let body = &all["body"];
+    assert_eq!(body["messageId"], runs["everything"]["messageId"], "{all}");
+    assert_eq!(body["traceId"], all["traceId"]);
+    assert_eq!(body["eventKey"], "webhook.github.push");
+    assert_eq!(
+        body["payload"]["json"],
+        json!({"ref": "refs/heads/main", "commits": 3})
+    );
+    assert_eq!(body["payload"]["method"], "POST");
+    let stored: Vec<(String, bool, Option<String>)> = {
+        let db = rusqlite::Connection::open(d.dir.join("hookd.db")).expect("open db");
+        let mut st = db
+            .prepare("SELECT pipeline, body IS NULL, body_from FROM executions ORDER BY pipeline")
+            .expect("query");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read")
+    };
+    assert_eq!(
+        stored,
+        [
+            (
+                "everything".to_string(),
+                true,
+                Some("message:raw".to_string())
+            ),
+            ("main-pushes".into(), false, None),
+        ]
+    );
 
     // The filter skips other branches (recorded as skipped); webhook.# still runs.
     post_json(&d, &github, json!({"ref": "refs/heads/dev"})).await;

@@ -312,6 +312,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
             body_truncated: truncated,
             error: outcome.error.clone(),
             error_step: outcome.error_step,
+            body_from: None,
         })
         .await?;
     Ok(Output::Json(json!({
@@ -370,7 +371,18 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 "no execution with id {id}; execution.list shows them"
             ))
         })?;
-    json(&row.detail())
+    let mut detail = row.detail();
+    // A run that left its message event unchanged stored how to rebuild it, not a copy.
+    if let (Some(payload_type), Some(seq)) = (row.body_from, row.message_seq) {
+        let rebuilt =
+            crate::pipeline::dispatch::message_event(&app, seq, &row.trace_id, Some(payload_type))
+                .await;
+        match rebuilt {
+            Ok((event, _)) => detail.body = Some(event),
+            Err(e) => tracing::warn!("the final body of execution {id} cannot be rebuilt: {e}"),
+        }
+    }
+    json(&detail)
 }
 
 async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {

@@ -363,8 +363,11 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
     };
     let outcome = prepare_and_run(app, &row).await;
     let finish = match outcome {
-        Ok(Some(o)) => {
-            let (body, truncated) = o.stored_body();
+        Ok(Some((o, body_from))) => {
+            let (body, truncated) = match body_from {
+                Some(_) => (None, false),
+                None => o.stored_body(),
+            };
             Finish {
                 seq,
                 status: o.status,
@@ -374,6 +377,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
                 body_truncated: truncated,
                 error: o.error,
                 error_step: o.error_step,
+                body_from,
             }
         }
         Ok(None) => Finish {
@@ -385,6 +389,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
             body_truncated: false,
             error: None,
             error_step: None,
+            body_from: None,
         },
         Err(e) => Finish {
             seq,
@@ -395,6 +400,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
             body_truncated: false,
             error: Some(e),
             error_step: None,
+            body_from: None,
         },
     };
     // The worker moves on once the record is queued: the writer's queue keeps it ahead of the
@@ -413,23 +419,27 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
     }
 }
 
-/// Builds the run's input and runs it; `Ok(None)` when the listener's filter skips it.
+/// Builds the run's input and runs it; `Ok(None)` when the listener's filter skips it. With the
+/// outcome, the payload type of the message event it started with if it ended with it unchanged.
 async fn prepare_and_run(
     app: &Arc<App>,
     row: &pipelines::ExecutionRow,
-) -> Result<Option<run::Outcome>, String> {
+) -> Result<Option<(run::Outcome, Option<PayloadType>)>, String> {
     let stored = app.pipelines.get(&row.pipeline).ok_or_else(|| {
         format!(
             "pipeline '{}' was deleted before this run started",
             row.pipeline
         )
     })?;
+    let mut from_message = None;
     let body = match row.trigger.as_str() {
         "event" | "replay" => {
             let seq = row
                 .message_seq
                 .ok_or("the triggering message is not recorded")?;
-            message_event(app, seq, &row.trace_id).await?
+            let (event, payload_type) = message_event(app, seq, &row.trace_id, None).await?;
+            from_message = Some(payload_type);
+            event
         }
         "chain" => super::event::for_internal(
             row.event_key.as_deref().unwrap_or_default(),
@@ -468,11 +478,21 @@ async fn prepare_and_run(
         }
     }
     let r = stored.run_for(Identity::Anonymous, body, row.depth, row.trace_id.clone());
-    Ok(Some(run::run(app, r).await))
+    let outcome = run::run(app, r).await;
+    // A message event the run left as it was is rebuilt from the message when asked for
+    // (execution.get), not stored: it is larger than the message itself.
+    let body_from = from_message.filter(|_| outcome.body_unchanged);
+    Ok(Some((outcome, body_from)))
 }
 
-/// The event body for the message stored at `seq`.
-async fn message_event(app: &Arc<App>, seq: i64, trace_id: &str) -> Result<Value, String> {
+/// The event body for the message stored at `seq`, built with its webhook's payload type
+/// (`payload_type` overrides it: to rebuild the event a finished run saw).
+pub async fn message_event(
+    app: &Arc<App>,
+    seq: i64,
+    trace_id: &str,
+    payload_type: Option<PayloadType>,
+) -> Result<(Value, PayloadType), String> {
     let dirs = app.store.dirs().clone();
     let (rec, body, hashed) = app
         .store
@@ -488,14 +508,11 @@ async fn message_event(app: &Arc<App>, seq: i64, trace_id: &str) -> Result<Value
     if let Some(parts) = hashed {
         app.store.keep_parts(rec.seq, parts);
     }
-    let payload_type = app
-        .store
-        .webhook(&rec.summary.uuid)
-        .map_or(PayloadType::Raw, |w| w.payload_type);
-    Ok(super::event::for_message(
-        &rec,
-        &body,
-        payload_type,
-        trace_id,
-    ))
+    let payload_type = payload_type.unwrap_or_else(|| {
+        app.store
+            .webhook(&rec.summary.uuid)
+            .map_or(PayloadType::Raw, |w| w.payload_type)
+    });
+    let event = super::event::for_message(&rec, &body, payload_type, trace_id);
+    Ok((event, payload_type))
 }

@@ -62,6 +62,8 @@ pub struct Outcome {
     pub error: Option<String>,
     pub error_step: Option<u32>,
     pub run_as: String,
+    /// The final body is the one the run was given.
+    pub body_unchanged: bool,
 }
 
 impl Outcome {
@@ -145,6 +147,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
         None => (None, None),
     };
     Outcome {
+        body_unchanged: st.body == r.body,
         status: if error.is_some() {
             "failed"
         } else {
@@ -535,6 +538,7 @@ mod tests {
             error: None,
             error_step: None,
             run_as: "anonymous".into(),
+            body_unchanged: false,
         };
         let (body, truncated) = o.stored_body();
         assert!(truncated);

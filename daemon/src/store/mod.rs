@@ -723,6 +723,7 @@ mod execution_tests {
                 body_truncated: false,
                 error: None,
                 error_step: None,
+                body_from: None,
             })
             .await
             .expect("finish");

@@ -1,6 +1,8 @@
 //! Stored pipelines and their executions, and the listener dispatch cursor.
 
-use hookd_shared::{EventType, Execution, ExecutionSummary, PipelineInfo, Role, StepLog};
+use hookd_shared::{
+    EventType, Execution, ExecutionSummary, PayloadType, PipelineInfo, Role, StepLog,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
@@ -198,7 +200,13 @@ pub struct ExecutionRow {
     pub body_truncated: bool,
     pub error: Option<String>,
     pub error_step: Option<u32>,
+    /// Where the final body is when `body` is not stored: the run left its message event
+    /// unchanged, built with this payload type (see [`MESSAGE_EVENT`]).
+    pub body_from: Option<PayloadType>,
 }
+
+/// `body_from`'s prefix for a body that is the run's message event.
+pub const MESSAGE_EVENT: &str = "message:";
 
 impl ExecutionRow {
     /// Its public id.
@@ -251,7 +259,7 @@ impl ExecutionRow {
 
 const EXECUTION_COLUMNS: &str = "seq, created_at, pipeline, trigger, event_key, message_seq, \
      message_id, replay_of, input, trace_id, depth, run_as, status, started_at, finished_at, \
-     steps, body, body_truncated, error, error_step";
+     steps, body, body_truncated, error, error_step, body_from";
 
 fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
     Ok(ExecutionRow {
@@ -275,6 +283,9 @@ fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
         body_truncated: r.get(17)?,
         error: r.get(18)?,
         error_step: r.get(19)?,
+        body_from: r
+            .get::<_, Option<String>>(20)?
+            .and_then(|f| PayloadType::parse(f.strip_prefix(MESSAGE_EVENT)?)),
     })
 }
 
@@ -443,6 +454,8 @@ pub struct Finish {
     pub body_truncated: bool,
     pub error: Option<String>,
     pub error_step: Option<u32>,
+    /// Set instead of `body` when the final body is the unchanged message event.
+    pub body_from: Option<PayloadType>,
 }
 
 pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, StoreError> {
@@ -450,7 +463,8 @@ pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, 
         .prepare_cached(&format!(
             "UPDATE executions SET status = ?2, run_as = ?3, steps = ?4, body = ?5, \
              body_truncated = ?6, error = ?7, error_step = ?8, finished_at = ?9, \
-             started_at = coalesce(started_at, ?9) WHERE seq = ?1 RETURNING {EXECUTION_COLUMNS}"
+             started_at = coalesce(started_at, ?9), body_from = ?10 \
+             WHERE seq = ?1 RETURNING {EXECUTION_COLUMNS}"
         ))?
         .query_row(
             params![
@@ -462,7 +476,9 @@ pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, 
                 f.body_truncated,
                 f.error,
                 f.error_step,
-                now
+                now,
+                f.body_from
+                    .map(|p| format!("{MESSAGE_EVENT}{}", p.as_str()))
             ],
             execution_from_row,
         )

@@ -173,6 +173,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN body_segment INTEGER;
     ALTER TABLE messages ADD COLUMN body_offset INTEGER;
     "#,
+    // 6: a run whose final body is the message event it started with stores where to rebuild
+    // it from ('message:<payload type>') instead of a copy larger than the message itself.
+    r#"
+    ALTER TABLE executions ADD COLUMN body_from TEXT;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
