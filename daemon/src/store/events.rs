@@ -6,7 +6,8 @@ use hookd_shared::EventType;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
-use super::messages::summary_from_row;
+use super::messages::{SUMMARY_WIDTH, summary_from_row};
+use super::pipelines;
 use super::writer::{Applied, Outcome};
 use crate::events::{BusEvent, EventData};
 
@@ -14,10 +15,12 @@ use crate::events::{BusEvent, EventData};
 /// not know are skipped.
 pub fn after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<BusEvent>, StoreError> {
     let mut st = conn.prepare_cached(&format!(
-        "SELECT e.seq, e.at, e.type, e.data, {} FROM events e \
+        "SELECT e.seq, e.at, e.type, e.data, {}, {} FROM events e \
          LEFT JOIN messages m ON m.seq = e.message_seq \
+         LEFT JOIN executions x ON x.seq = e.execution_seq \
          WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
-        super::messages::SUMMARY_COLUMNS_M
+        super::messages::SUMMARY_COLUMNS_M,
+        pipelines::execution_columns_x(),
     ))?;
     let mut rows = st.query(params![after as i64, limit])?;
     let mut out = Vec::new();
@@ -26,13 +29,18 @@ pub fn after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<BusEvent>,
         let Some(kind) = EventType::parse(&kind) else {
             continue;
         };
+        let execution = 4 + SUMMARY_WIDTH;
         let data = match r.get::<_, Option<String>>(3)? {
             Some(json) => EventData::Json(serde_json::from_str(&json).unwrap_or_default()),
-            None => match r.get::<_, Option<i64>>(4)? {
-                Some(_) => EventData::Message(Arc::new(summary_from_row(r, 4)?)),
-                // The message was deleted (retention); the event stays, without its summary.
-                None => EventData::Json(serde_json::Value::Null),
-            },
+            None if r.get::<_, Option<i64>>(4)?.is_some() => {
+                EventData::Message(Arc::new(summary_from_row(r, 4)?))
+            }
+            None if r.get::<_, Option<i64>>(execution)?.is_some() => {
+                let row = pipelines::execution_at(r, execution)?;
+                EventData::Execution(Arc::new(pipelines::logged_summary(&row, kind)))
+            }
+            // The row was deleted (retention); the event stays, without its summary.
+            None => EventData::Json(serde_json::Value::Null),
         };
         out.push(BusEvent {
             seq: r.get::<_, i64>(0)? as u64,

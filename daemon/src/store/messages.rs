@@ -237,7 +237,7 @@ pub struct ListFilter {
 const SUMMARY_COLUMNS: &str = "seq, received_at, webhook_uuid, event_key, method, content_type, \
                                size, file_count, status, verification, reason";
 /// How many columns `SUMMARY_COLUMNS` has.
-const SUMMARY_WIDTH: usize = 11;
+pub(super) const SUMMARY_WIDTH: usize = 11;
 /// The same columns from a `messages m` alias, for joins.
 pub(super) const SUMMARY_COLUMNS_M: &str = "m.seq, m.received_at, m.webhook_uuid, m.event_key, \
      m.method, m.content_type, m.size, m.file_count, m.status, m.verification, m.reason";

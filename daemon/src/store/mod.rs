@@ -671,12 +671,12 @@ mod execution_tests {
     use super::*;
     use hookd_shared::EventType;
 
-    fn open(dir: &std::path::Path) -> Store {
+    fn open(dir: &std::path::Path, bus: Bus) -> Store {
         Store::open(StoreConfig {
             data_dir: dir.to_path_buf(),
             synchronous: Synchronous::Normal,
             public_url: "http://h".into(),
-            bus: Bus::default(),
+            bus,
         })
         .expect("open")
     }
@@ -686,7 +686,9 @@ mod execution_tests {
     #[tokio::test]
     async fn runs_are_announced_as_written_and_interrupted_ones_fail_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(dir.path());
+        let bus = Bus::default();
+        let mut live = bus.subscribe();
+        let store = open(dir.path(), bus);
         let new = |n: u32| pipelines::NewExecution {
             pipeline: format!("p{n}"),
             trigger: "manual",
@@ -731,10 +733,19 @@ mod execution_tests {
         assert_eq!(finished.trace_id, "t1");
         assert!(finished.finished_at.is_some());
         store.start_execution(cut).await.expect("start second");
+        // The log keeps a reference to the execution row, not its summary; read back, each event
+        // must carry exactly what was published live.
+        let logged = store.read(|c| events::after(c, 0, 100)).await.expect("log");
+        for ev in &logged {
+            let published = live.recv().await.expect("published");
+            assert_eq!(published.seq, ev.seq);
+            assert_eq!(published.data.to_json(), ev.data.to_json(), "{:?}", ev.kind);
+        }
+        assert_eq!(logged.len(), 3);
         store.shutdown().await;
         drop(store);
 
-        let store = open(dir.path());
+        let store = open(dir.path(), Bus::default());
         let (row, events) = store
             .read(move |c| {
                 let row = pipelines::get_execution(c, cut)?.expect("row");

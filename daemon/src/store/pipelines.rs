@@ -262,29 +262,57 @@ const EXECUTION_COLUMNS: &str = "seq, created_at, pipeline, trigger, event_key, 
      steps, body, body_truncated, error, error_step, body_from";
 
 fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
+    execution_at(r, 0)
+}
+
+/// `EXECUTION_COLUMNS` of an `executions x` alias, for joins.
+pub(super) fn execution_columns_x() -> String {
+    EXECUTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("x.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The summary an execution event carried when it was logged: a started event's is the row as
+/// it was at the start (running, nothing of its end yet); a finished event's the row as it is.
+pub(super) fn logged_summary(row: &ExecutionRow, kind: EventType) -> ExecutionSummary {
+    let mut s = row.summary();
+    if kind == EventType::ExecutionStarted {
+        s.status = "running".into();
+        s.run_as = None;
+        s.finished_at = None;
+        s.duration_ms = None;
+        s.error = None;
+    }
+    s
+}
+
+/// An execution from its columns starting at column `base`.
+pub(super) fn execution_at(r: &Row<'_>, base: usize) -> rusqlite::Result<ExecutionRow> {
     Ok(ExecutionRow {
-        seq: r.get(0)?,
-        created_at: r.get(1)?,
-        pipeline: r.get(2)?,
-        trigger: r.get(3)?,
-        event_key: r.get(4)?,
-        message_seq: r.get(5)?,
-        message_id: r.get(6)?,
-        replay_of: r.get(7)?,
-        input: r.get(8)?,
-        trace_id: r.get(9)?,
-        depth: r.get(10)?,
-        run_as: r.get(11)?,
-        status: r.get(12)?,
-        started_at: r.get(13)?,
-        finished_at: r.get(14)?,
-        steps: r.get(15)?,
-        body: r.get(16)?,
-        body_truncated: r.get(17)?,
-        error: r.get(18)?,
-        error_step: r.get(19)?,
+        seq: r.get(base)?,
+        created_at: r.get(base + 1)?,
+        pipeline: r.get(base + 2)?,
+        trigger: r.get(base + 3)?,
+        event_key: r.get(base + 4)?,
+        message_seq: r.get(base + 5)?,
+        message_id: r.get(base + 6)?,
+        replay_of: r.get(base + 7)?,
+        input: r.get(base + 8)?,
+        trace_id: r.get(base + 9)?,
+        depth: r.get(base + 10)?,
+        run_as: r.get(base + 11)?,
+        status: r.get(base + 12)?,
+        started_at: r.get(base + 13)?,
+        finished_at: r.get(base + 14)?,
+        steps: r.get(base + 15)?,
+        body: r.get(base + 16)?,
+        body_truncated: r.get(base + 17)?,
+        error: r.get(base + 18)?,
+        error_step: r.get(base + 19)?,
         body_from: r
-            .get::<_, Option<String>>(20)?
+            .get::<_, Option<String>>(base + 20)?
             .and_then(|f| PayloadType::parse(f.strip_prefix(MESSAGE_EVENT)?)),
     })
 }
@@ -436,7 +464,14 @@ fn announce(
     now: i64,
 ) -> Result<Applied, StoreError> {
     let data = EventData::Execution(std::sync::Arc::new(row.summary()));
-    let event = log_event(conn, kind, now, row.event_key.as_deref(), None, data)?;
+    let event = log_event(
+        conn,
+        kind,
+        now,
+        row.event_key.as_deref(),
+        Some(row.seq),
+        data,
+    )?;
     let mut applied = Applied::new(Outcome::Execution(Box::new(row)));
     applied.events.push(event);
     Ok(applied)

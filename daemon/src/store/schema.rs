@@ -178,6 +178,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE executions ADD COLUMN body_from TEXT;
     "#,
+    // 7: execution events point at their execution row, as message events at their message,
+    // instead of storing its summary as JSON.
+    r#"
+    ALTER TABLE events ADD COLUMN execution_seq INTEGER;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

@@ -308,29 +308,33 @@ fn apply(
     }
 }
 
-/// Appends an event to the log and returns it with its sequence number.
+/// Appends an event to the log and returns it with its sequence number. `row` is the seq of the
+/// message or execution a message or execution event is about.
 pub(crate) fn log_event(
     conn: &Connection,
     kind: hookd_shared::EventType,
     at: i64,
     event_key: Option<&str>,
-    message_seq: Option<i64>,
+    row: Option<i64>,
     data: EventData,
 ) -> Result<BusEvent, StoreError> {
-    // Message events point at their row instead of storing a second copy of the summary.
-    let stored = match &data {
-        EventData::Json(v) => Some(v.to_string()),
-        EventData::Execution(e) => serde_json::to_string(e.as_ref()).ok(),
-        EventData::Message(_) => None,
+    // Message and execution events point at their row instead of storing a second copy of its
+    // summary; `events::after` rebuilds it.
+    let (stored, message_seq, execution_seq) = match &data {
+        EventData::Json(v) => (Some(v.to_string()), None, None),
+        EventData::Message(_) => (None, row, None),
+        EventData::Execution(_) => (None, None, row),
     };
     let mut st = conn.prepare_cached(
-        "INSERT INTO events (at, type, event_key, message_seq, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (at, type, event_key, message_seq, execution_seq, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     st.execute(rusqlite::params![
         at,
         kind.as_str(),
         event_key,
         message_seq,
+        execution_seq,
         stored
     ])?;
     Ok(BusEvent {
