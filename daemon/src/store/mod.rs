@@ -464,6 +464,18 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A store in `dir` for tests, publishing on `bus`.
+#[cfg(test)]
+fn open_for_test(dir: &std::path::Path, bus: Bus) -> Store {
+    Store::open(StoreConfig {
+        data_dir: dir.to_path_buf(),
+        synchronous: Synchronous::Normal,
+        public_url: "http://h".into(),
+        bus,
+    })
+    .expect("open")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,13 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bus = Bus::default();
         let mut rx = bus.subscribe();
-        let store = Store::open(StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            synchronous: Synchronous::Normal,
-            public_url: "http://h".into(),
-            bus,
-        })
-        .expect("open");
+        let store = open_for_test(dir.path(), bus);
         let (w, created) = store
             .put_webhook(WebhookPut {
                 event_key: Some("a.b".into()),
@@ -591,13 +597,7 @@ mod tests {
     async fn file_part_hashes_are_computed_once_and_kept() {
         use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            synchronous: Synchronous::Normal,
-            public_url: "http://h".into(),
-            bus: Bus::default(),
-        })
-        .expect("open");
+        let store = open_for_test(dir.path(), Bus::default());
         let (w, _) = store
             .put_webhook(WebhookPut {
                 event_key: Some("a.b".into()),
@@ -671,16 +671,6 @@ mod execution_tests {
     use super::*;
     use hookd_shared::EventType;
 
-    fn open(dir: &std::path::Path, bus: Bus) -> Store {
-        Store::open(StoreConfig {
-            data_dir: dir.to_path_buf(),
-            synchronous: Synchronous::Normal,
-            public_url: "http://h".into(),
-            bus,
-        })
-        .expect("open")
-    }
-
     /// Each state change of a run is written and announced with the row as it now is; a run
     /// that was going when hookd stopped is failed at the next start, and says so.
     #[tokio::test]
@@ -688,7 +678,7 @@ mod execution_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bus = Bus::default();
         let mut live = bus.subscribe();
-        let store = open(dir.path(), bus);
+        let store = open_for_test(dir.path(), bus);
         let new = |n: u32| pipelines::NewExecution {
             pipeline: format!("p{n}"),
             trigger: "manual",
@@ -745,7 +735,7 @@ mod execution_tests {
         store.shutdown().await;
         drop(store);
 
-        let store = open(dir.path(), Bus::default());
+        let store = open_for_test(dir.path(), Bus::default());
         let (row, events) = store
             .read(move |c| {
                 let row = pipelines::get_execution(c, cut)?.expect("row");
@@ -785,13 +775,7 @@ mod prune_tests {
     #[tokio::test]
     async fn pruning_runs_its_statements() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            synchronous: Synchronous::Normal,
-            public_url: "http://h".into(),
-            bus: Bus::default(),
-        })
-        .expect("open");
+        let store = open_for_test(dir.path(), Bus::default());
         // Every statement of the prune (events, idempotency keys) must be valid SQL.
         store
             .prune_events(0, crate::clock::now_ms())
