@@ -6,7 +6,8 @@
 # the builds share every round's conditions, so their ratio means more than any absolute figure.
 # Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10), LISTENERS (default
 # "1 0": which of the two runs to make), LOAD=multipart (target 3's three 10 KiB files per request,
-# bench/multipart.lua, instead of the 1 KiB JSON).
+# bench/multipart.lua, instead of the 1 KiB JSON), REF=1 (also limit-server sqlite-group each round,
+# JSON only, so the builds' ratios to the reference come from the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=$1; shift
@@ -36,8 +37,19 @@ run() { # BIN LISTENER(0|1)
   echo "round $r $1 listener=$2 $line"
   sleep 1
 }
+ref() {
+  local limit=$shared/limits/target/release/limit-server
+  [ -x "$limit" ] || (cd "$shared/limits" && cargo build --release --quiet)
+  "$limit" sqlite-group 18096 "$work/group.db" >/dev/null 2>&1 & pid=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18096) 2>/dev/null && break; sleep 0.1; done
+  line=$("$shared/receive.sh" http://127.0.0.1:18096/hooks/bench "$dur" 64)
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; rm -f "$work"/group.db*
+  echo "round $r sqlite-group $line"
+  sleep 1
+}
 for r in $(seq "$rounds"); do
   for listener in ${LISTENERS:-1 0}; do
     for bin in "$@"; do run "$bin" "$listener"; done
   done
+  if [ -n "${REF:-}" ]; then ref; fi
 done

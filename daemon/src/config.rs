@@ -65,6 +65,8 @@ pub struct PipelineConfig {
     pub timeout: Duration,
     /// What a run may do as `anonymous` (before any iam.run.as).
     pub anonymous_commands: Vec<String>,
+    /// The nice value (0–19) of the threads runs execute on, so receiving goes first.
+    pub nice: i32,
 }
 
 /// The SMTP server `mail.send` uses.
@@ -147,6 +149,7 @@ impl Config {
                 workers: 16,
                 timeout: Duration::from_secs(60),
                 anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
+                nice: 10,
             },
             smtp: None,
             send: SendConfig {
@@ -238,6 +241,15 @@ impl Config {
         }
         if let Some(v) = p.anonymous_commands {
             c.pipeline.anonymous_commands = v;
+        }
+        if let Some(v) = p.nice {
+            if !(0..=19).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "[pipeline] nice = {v}: must be 0 (runs share the CPU equally with receiving) \
+                     to 19 (runs only get what receiving leaves)"
+                )));
+            }
+            c.pipeline.nice = v;
         }
         let send = file.send;
         let cidrs = match std::env::var("HOOKD_SEND_ALLOW_CIDRS") {
@@ -408,6 +420,7 @@ struct PipelineSection {
     workers: Option<usize>,
     timeout: Option<Seconds>,
     anonymous_commands: Option<Vec<String>>,
+    nice: Option<i32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -554,6 +567,23 @@ mod tests {
         over.listen = Some("127.0.0.1:1".parse().expect("addr"));
         let c = Config::load(&over).expect("load");
         assert_eq!((c.max_body, c.listen.port()), (5, 1));
+    }
+
+    #[test]
+    fn pipeline_nice_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.toml");
+        let over = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        std::fs::write(&path, "[pipeline]\nnice = 0\n").expect("write");
+        assert_eq!(Config::load(&over).expect("load").pipeline.nice, 0);
+        std::fs::write(&path, "[pipeline]\nnice = 20\n").expect("write");
+        let err = Config::load(&over).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("nice = 20: must be 0"));
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(Config::load(&over).expect("load").pipeline.nice, 10);
     }
 
     #[test]

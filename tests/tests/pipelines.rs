@@ -281,6 +281,29 @@ async fn exec_is_denied_to_anonymous_and_allowed_after_iam_run_as() {
     assert_eq!(status, 403);
 }
 
+/// What `nice` prints inside a listener run of a daemon with `config`.
+async fn niceness_of_runs(config: &str) -> String {
+    let d = Daemon::start_with(Options::config(config)).await;
+    let (url, _) = d.webhook("webhook.nice").await;
+    put_pipeline(&d, "nice", "pipeline:\n  - event.listen:\n      eventKey: webhook.nice\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: nice\n").await;
+    let mut ev = d.events("types=execution.finished").await;
+    post_json(&d, &url, json!({})).await;
+    let run = finished(&mut ev, 1).await.remove(0);
+    let got = d.ok("execution.get", json!({"id": run["id"]})).await;
+    assert_eq!(got["status"], "succeeded", "{got}");
+    got["body"]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn runs_and_their_programs_yield_the_cpu_to_receiving() {
+    // Runs execute on threads the OS schedules after the receive path's; what they exec inherits it.
+    assert_eq!(niceness_of_runs("").await, "10\n");
+    assert_eq!(niceness_of_runs("[pipeline]\nnice = 3\n").await, "3\n");
+}
+
 #[tokio::test]
 async fn a_sleeping_pipeline_does_not_slow_receives_and_the_time_limit_fails_it() {
     let d = Daemon::start_with(Options::config("[pipeline]\ntimeout = \"3s\"\n")).await;

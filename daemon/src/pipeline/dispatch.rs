@@ -155,12 +155,63 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
     }
     app.pipelines.enqueue(left);
     let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..app.config.pipeline.workers {
-        tokio::spawn(worker(app.clone(), rx.clone()));
-    }
+    let runs = app.clone();
+    std::thread::Builder::new()
+        .name("hookd-runs".into())
+        .spawn(move || run_workers(runs, rx))
+        .map_err(|e| StoreError::Invalid(format!("cannot start the pipeline workers: {e}")))?;
     tokio::spawn(dispatcher(app.clone()));
     Ok(())
 }
+
+/// Runs queued executions on a runtime of their own, whose threads (and the programs runs
+/// `exec`) have `[pipeline] nice`: under a burst the OS gives the CPU to capturing requests
+/// first, and the queued runs (stored, so none is lost) catch up after it.
+fn run_workers(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
+    let nice = app.config.pipeline.nice;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hookd-run")
+        .on_thread_start(move || lower_priority(nice))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("pipeline runs cannot start: {e}");
+            return;
+        }
+    };
+    rt.block_on(async {
+        for _ in 0..app.config.pipeline.workers {
+            tokio::spawn(worker(app.clone(), rx.clone()));
+        }
+        app.shutdown.cancelled().await;
+    });
+    // Runs cut off here are marked interrupted at the next start, as when the process ends.
+    rt.shutdown_background();
+}
+
+/// Sets the calling thread's nice value (on Linux, nice is per thread).
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: two syscalls about the calling thread, no memory passed.
+    let ok = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0
+    };
+    if !ok {
+        tracing::warn!(
+            "cannot lower the pipeline threads' priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
 
 async fn dispatcher(app: Arc<App>) {
     let mut rx = app.bus.subscribe();
