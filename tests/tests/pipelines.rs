@@ -332,7 +332,7 @@ async fn a_sleeping_pipeline_does_not_slow_receives_and_the_time_limit_fails_it(
 }
 
 #[tokio::test]
-async fn kill_9_with_undispatched_messages_still_gives_each_its_execution() {
+async fn kill_9_right_after_the_acks_finds_every_run_stored_and_runs_each_once() {
     const N: usize = 200;
     let mut d = Daemon::start().await;
     let (url, _) = d.webhook("webhook.crash").await;
@@ -340,6 +340,25 @@ async fn kill_9_with_undispatched_messages_still_gives_each_its_execution() {
     let posts = (0..N).map(|i| post_json(&d, &url, json!({"i": i})));
     let ids: Vec<String> = futures_util::future::join_all(posts).await;
     d.kill9().await;
+    {
+        // A 200 means the message's runs were committed with it, whatever the workers reached.
+        let db = rusqlite::Connection::open(d.dir.join("hookd.db")).expect("open db");
+        let mut st = db
+            .prepare("SELECT message_id FROM executions WHERE pipeline = 'count'")
+            .expect("prepare");
+        let mut stored: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        stored.sort();
+        let mut acked = ids.clone();
+        acked.sort();
+        assert_eq!(
+            stored, acked,
+            "one stored execution per acknowledged message"
+        );
+    }
     d.start_again().await;
 
     // Every message gets exactly one finished execution (dispatched before the crash or after).
@@ -425,7 +444,7 @@ async fn bad_pipelines_are_refused_with_their_line_and_pipeline_run_tests_one() 
 }
 
 #[tokio::test]
-async fn messages_committed_but_never_dispatched_are_dispatched_after_a_restart() {
+async fn messages_an_older_hookd_left_undispatched_are_dispatched_after_the_upgrade() {
     const N: usize = 30;
     let mut d = Daemon::start().await;
     let (url, _) = d.webhook("webhook.later").await;
@@ -435,11 +454,15 @@ async fn messages_committed_but_never_dispatched_are_dispatched_after_a_restart(
         ids.push(post_json(&d, &url, json!({"i": i})).await);
     }
     d.stop().await;
-    // The state a crash right after the messages' commit leaves: no executions, cursor behind.
+    // Before schema 8 a dispatcher queued runs from the event log after the messages' commit;
+    // the state a crash in between left: no executions, its cursor behind the log.
     let last_seq: i64 = {
         let db = rusqlite::Connection::open(d.dir.join("hookd.db")).expect("open db");
-        db.execute_batch("DELETE FROM executions; DELETE FROM meta WHERE key = 'dispatch_cursor';")
-            .expect("rewind");
+        db.execute_batch(
+            "DELETE FROM executions; \
+             INSERT INTO meta (key, value) VALUES ('dispatch_cursor', '1');",
+        )
+        .expect("rewind");
         db.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
             .expect("last seq")
     };
@@ -456,4 +479,16 @@ async fn messages_committed_but_never_dispatched_are_dispatched_after_a_restart(
     got.sort();
     ids.sort();
     assert_eq!(got, ids, "each message dispatched exactly once");
+    let db = rusqlite::Connection::open(d.dir.join("hookd.db")).expect("open db");
+    let cursors: i64 = db
+        .query_row(
+            "SELECT count(*) FROM meta WHERE key = 'dispatch_cursor'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        cursors, 0,
+        "the old cursor is dropped once its backlog is queued"
+    );
 }

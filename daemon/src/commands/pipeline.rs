@@ -416,8 +416,8 @@ async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
         app.store.queue_executions(new, None).await?
     };
     let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
-    app.pipelines
-        .enqueue(queued.into_iter().map(|(seq, _)| seq));
+    app.store
+        .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
     Ok(Output::Json(json!({
         "messageId": rec.summary.id,
         "eventKey": rec.summary.event_key,

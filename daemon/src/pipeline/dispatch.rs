@@ -1,33 +1,29 @@
-//! From events to runs. The dispatcher follows the event log (live through the bus, catching
-//! up from SQLite after a restart or a lag) and queues one execution per matching listener,
-//! committing the queued executions and its cursor together: a message committed but not yet
-//! dispatched when hookd dies is dispatched after the restart (at-least-once). Workers take
-//! queued executions and run them, never on the receive path.
+//! From events to runs. A captured message's listener runs are queued in the transaction that
+//! stores it (`store::messages::insert`), and the writer hands them to the workers here after
+//! the commit; `event.send` chains and replays queue theirs through `fire` and the commands.
+//! Workers take queued executions and run them, never on the receive path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hookd_shared::{EventType, PayloadType, Role};
 use serde_json::Value;
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{Mutex, mpsc};
 
 use super::expr::Engine;
 use super::parse::Pipeline;
 use super::run::{self, Identity, Run};
 use crate::app::App;
 use crate::commands::Registry;
-use crate::events::{BusEvent, EventData};
+use crate::events::EventData;
 use crate::store::events as log;
 use crate::store::ids::decode_public_id;
 use crate::store::messages;
 use crate::store::pipelines::{self, Finish, NewExecution, PipelineRow};
 use crate::store::{Store, StoreError};
 
-/// Events read from the log per query while catching up.
+/// Events read from the log per query while dispatching what an older hookd left.
 const PAGE: u32 = 500;
-/// How often a cursor that moved without queueing anything is saved.
-const CURSOR_SAVE: Duration = Duration::from_secs(2);
 
 /// A stored pipeline, compiled.
 pub struct Stored {
@@ -54,8 +50,6 @@ impl Stored {
 pub struct Runtime {
     pub engine: Engine,
     pipelines: RwLock<HashMap<String, Arc<Stored>>>,
-    queue: mpsc::UnboundedSender<i64>,
-    queued: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
 }
 
 impl Runtime {
@@ -81,12 +75,9 @@ impl Runtime {
                 ),
             }
         }
-        let (queue, rx) = mpsc::unbounded_channel();
         Ok(Runtime {
             engine,
             pipelines: RwLock::new(map),
-            queue,
-            queued: Mutex::new(Some(rx)),
         })
     }
 
@@ -131,19 +122,12 @@ impl Runtime {
         names.sort();
         names
     }
-
-    /// Hands queued executions to the workers.
-    pub fn enqueue(&self, seqs: impl IntoIterator<Item = i64>) {
-        for s in seqs {
-            let _ = self.queue.send(s);
-        }
-    }
 }
 
-/// Starts the dispatcher and the workers, and re-queues what a stop left queued.
+/// Starts the workers with what a stop left queued, after dispatching what a hookd before
+/// schema 8 left undispatched.
 pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
-    let rx = app.pipelines.queued.lock().await.take();
-    let Some(rx) = rx else {
+    let Some(rx) = app.store.take_run_queue() else {
         return Ok(());
     };
     let left = app.store.read(pipelines::queued).await?;
@@ -153,15 +137,68 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
             left.len()
         );
     }
-    app.pipelines.enqueue(left);
+    app.store.enqueue_runs(left);
+    dispatch_left_by_the_log(app).await?;
     let rx = Arc::new(Mutex::new(rx));
     let runs = app.clone();
     std::thread::Builder::new()
         .name("hookd-runs".into())
         .spawn(move || run_workers(runs, rx))
         .map_err(|e| StoreError::Invalid(format!("cannot start the pipeline workers: {e}")))?;
-    tokio::spawn(dispatcher(app.clone()));
     Ok(())
+}
+
+/// Before schema 8 a dispatcher queued runs from the event log and saved how far it got; the
+/// messages it had not reached are dispatched here, once (a page at a time, each committed with
+/// the cursor, so a crash mid-way repeats nothing), and then the cursor is dropped.
+async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
+    let Some(mut cursor) = app.store.read(pipelines::dispatch_cursor).await? else {
+        return Ok(());
+    };
+    loop {
+        let from = cursor;
+        let page = app.store.read(move |c| log::after(c, from, PAGE)).await?;
+        let Some(last) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        let mut new = Vec::new();
+        for ev in &page {
+            let EventData::Message(m) = &ev.data else {
+                continue;
+            };
+            let Some(seq) = uuid::Uuid::parse_str(&m.id)
+                .ok()
+                .and_then(decode_public_id)
+                .map(|(_, s)| s)
+            else {
+                continue;
+            };
+            let listeners = app.pipelines.listeners_of(&m.event_key);
+            if ev.kind != EventType::MessageReceived || listeners.is_empty() {
+                continue;
+            }
+            let trace = uuid::Uuid::new_v4().simple().to_string();
+            new.extend(listeners.into_iter().map(|name| NewExecution {
+                pipeline: name,
+                trigger: "event",
+                event_key: Some(m.event_key.clone()),
+                message_seq: Some(seq),
+                message_id: Some(m.id.clone()),
+                replay_of: None,
+                input: None,
+                trace_id: trace.clone(),
+                depth: 0,
+            }));
+        }
+        let queued = app.store.queue_executions(new, Some(last)).await?;
+        app.store
+            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
+        cursor = last;
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    app.store.forget_dispatch_cursor().await
 }
 
 /// Runs queued executions on a runtime of their own, whose threads (and the programs runs
@@ -213,145 +250,6 @@ fn lower_priority(nice: i32) {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
 
-async fn dispatcher(app: Arc<App>) {
-    let mut rx = app.bus.subscribe();
-    let mut cursor = match app.store.read(pipelines::dispatch_cursor).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("listener dispatch cannot start: {e}");
-            return;
-        }
-    };
-    let mut unsaved = false;
-    catch_up(&app, &mut cursor, &mut rx).await;
-    let mut save = tokio::time::interval(CURSOR_SAVE);
-    loop {
-        tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    if ev.seq <= cursor {
-                        continue;
-                    }
-                    if ev.seq > cursor + 1 {
-                        catch_up(&app, &mut cursor, &mut rx).await;
-                        if ev.seq <= cursor {
-                            continue;
-                        }
-                    }
-                    // Take whatever else is already waiting, to queue it in one commit.
-                    let mut batch = vec![ev];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    let contiguous = batch.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-                    if !contiguous {
-                        catch_up(&app, &mut cursor, &mut rx).await;
-                        continue;
-                    }
-                    unsaved |= dispatch(&app, &batch, &mut cursor).await == Dispatched::CursorOnly;
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => catch_up(&app, &mut cursor, &mut rx).await,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = save.tick(), if unsaved => {
-                if app.store.queue_executions(Vec::new(), Some(cursor)).await.is_ok() {
-                    unsaved = false;
-                }
-            }
-            () = app.shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Dispatches every logged event after `cursor`; resubscribes first so nothing slips between
-/// the log and the bus.
-async fn catch_up(app: &Arc<App>, cursor: &mut u64, rx: &mut broadcast::Receiver<Arc<BusEvent>>) {
-    *rx = app.bus.subscribe();
-    loop {
-        let from = *cursor;
-        let page = match app.store.read(move |c| log::after(c, from, PAGE)).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("listener dispatch cannot read the event log: {e}");
-                return;
-            }
-        };
-        let full = page.len() == PAGE as usize;
-        let page: Vec<Arc<BusEvent>> = page.into_iter().map(Arc::new).collect();
-        if page.is_empty() {
-            return;
-        }
-        // A page is committed with its executions and cursor, so a crash mid-way repeats nothing.
-        if dispatch(app, &page, cursor).await == Dispatched::Failed || !full {
-            return;
-        }
-    }
-}
-
-#[derive(PartialEq)]
-enum Dispatched {
-    Queued,
-    CursorOnly,
-    Failed,
-}
-
-/// Queues the executions `events` call for and moves the cursor past them.
-async fn dispatch(app: &Arc<App>, events: &[Arc<BusEvent>], cursor: &mut u64) -> Dispatched {
-    let Some(last) = events.last().map(|e| e.seq) else {
-        return Dispatched::CursorOnly;
-    };
-    let mut new = Vec::new();
-    for ev in events {
-        if ev.kind != EventType::MessageReceived {
-            continue;
-        }
-        let EventData::Message(m) = &ev.data else {
-            continue;
-        };
-        let Some(seq) = uuid::Uuid::parse_str(&m.id)
-            .ok()
-            .and_then(decode_public_id)
-            .map(|(_, s)| s)
-        else {
-            continue;
-        };
-        let listeners = app.pipelines.listeners_of(&m.event_key);
-        if listeners.is_empty() {
-            continue;
-        }
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        for name in listeners {
-            new.push(NewExecution {
-                pipeline: name,
-                trigger: "event",
-                event_key: Some(m.event_key.clone()),
-                message_seq: Some(seq),
-                message_id: Some(m.id.clone()),
-                replay_of: None,
-                input: None,
-                trace_id: trace.clone(),
-                depth: 0,
-            });
-        }
-    }
-    if new.is_empty() {
-        *cursor = last;
-        return Dispatched::CursorOnly;
-    }
-    match app.store.queue_executions(new, Some(last)).await {
-        Ok(queued) => {
-            *cursor = last;
-            app.pipelines
-                .enqueue(queued.into_iter().map(|(seq, _)| seq));
-            Dispatched::Queued
-        }
-        Err(e) => {
-            tracing::error!("queueing pipeline runs failed (retried from the log): {e}");
-            Dispatched::Failed
-        }
-    }
-}
-
 /// `event.send`: queues a run of every listener of `event_key`; returns how many.
 pub async fn fire(
     app: &Arc<App>,
@@ -384,8 +282,8 @@ pub async fn fire(
             .queue_executions(new, None)
             .await
             .map_err(|e| e.to_string())?;
-        app.pipelines
-            .enqueue(queued.into_iter().map(|(seq, _)| seq));
+        app.store
+            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
     }
     Ok(n)
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
+use super::pipelines::{self, Listeners, NewExecution};
 use super::segments::{SEGMENT_MIN, Segments};
 use super::webhooks::RECEIVE_PATH;
 use super::writer::{Applied, Effect, Outcome, log_event};
@@ -90,6 +91,8 @@ pub struct Capture {
     pub rejected: Option<String>,
     /// The idempotency key and the window (ms) a repeat of it is a duplicate in.
     pub dedupe: Option<(String, i64)>,
+    /// The pipelines listening for its event key (none for a rejection).
+    pub listeners: Option<Listeners>,
 }
 
 pub(super) fn insert(
@@ -191,8 +194,26 @@ pub(super) fn insert(
     let event = log_event(conn, kind, now, None, Some(seq), data)?;
     let counted = (summary.uuid.clone(), c.received_at);
     let rejected = c.rejected.is_some();
+    let runs = match c.listeners.filter(|_| !rejected) {
+        Some(l) => {
+            let new = l.pipelines.into_iter().map(|pipeline| NewExecution {
+                pipeline,
+                trigger: "event",
+                event_key: Some(summary.event_key.clone()),
+                message_seq: Some(seq),
+                message_id: Some(summary.id.clone()),
+                replay_of: None,
+                input: None,
+                trace_id: l.trace_id.clone(),
+                depth: 0,
+            });
+            pipelines::insert(conn, new.collect(), now)?
+        }
+        None => Vec::new(),
+    };
     let mut applied = Applied::new(Outcome::Captured(summary));
     applied.events.push(event);
+    applied.runs = runs.into_iter().map(|(seq, _)| seq).collect();
     if !rejected {
         applied.counted = Some(counted);
     }
@@ -506,6 +527,7 @@ mod tests {
             verification: "none",
             rejected: None,
             dedupe: None,
+            listeners: None,
         }
     }
 

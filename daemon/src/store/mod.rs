@@ -60,6 +60,8 @@ struct Inner {
     readers: reader::Pool,
     shared: Arc<Shared>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The workers' end of `Shared::runs`, until they take it.
+    run_queue: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
     /// Held for the store's life: one daemon per data dir.
     _lock: std::fs::File,
 }
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     dirs: Dirs,
     bus: Bus,
     public_url: String,
+    /// Queued executions for the pipeline workers, sent after their commit.
+    runs: mpsc::UnboundedSender<i64>,
 }
 
 /// What `Store::open` needs.
@@ -124,12 +128,14 @@ impl Store {
             .into_iter()
             .map(|t| (t.hash, t.auth()))
             .collect();
+        let (runs, run_queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             webhooks: RwLock::new(webhooks),
             tokens: RwLock::new(tokens),
             dirs: dirs.clone(),
             bus: cfg.bus,
             public_url: cfg.public_url,
+            runs,
         });
         let readers = reader::Pool::start(READERS, || {
             let c = Connection::open_with_flags(
@@ -167,6 +173,7 @@ impl Store {
                 readers,
                 shared,
                 writer_thread: Mutex::new(Some(thread)),
+                run_queue: Mutex::new(Some(run_queue)),
                 _lock: lock,
             }),
         })
@@ -280,6 +287,28 @@ impl Store {
             Outcome::Pipeline(p, _) => Ok(p),
             _ => Err(unexpected()),
         }
+    }
+
+    /// The queue of executions for the pipeline workers: every execution a capture queues
+    /// arrives on it after its commit. `None` once taken.
+    pub fn take_run_queue(&self) -> Option<mpsc::UnboundedReceiver<i64>> {
+        self.inner
+            .run_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Hands queued executions to the pipeline workers.
+    pub fn enqueue_runs(&self, seqs: impl IntoIterator<Item = i64>) {
+        for s in seqs {
+            let _ = self.inner.shared.runs.send(s);
+        }
+    }
+
+    /// Drops the dispatch cursor of hookd before schema 8, once what it left is dispatched.
+    pub async fn forget_dispatch_cursor(&self) -> Result<(), StoreError> {
+        self.write(Op::ForgetDispatchCursor).await.map(|_| ())
     }
 
     /// Queues executions (and moves the dispatch cursor); returns their (seq, id).
@@ -500,6 +529,7 @@ mod tests {
             verification: "none",
             rejected: None,
             dedupe: None,
+            listeners: None,
         }
     }
 

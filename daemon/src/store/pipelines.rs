@@ -161,6 +161,14 @@ pub(super) fn delete(conn: &Connection, name: &str, now: i64) -> Result<Applied,
     Ok(applied)
 }
 
+/// The listeners a captured message runs: queued in the transaction that stores it, so a
+/// stored message never misses its runs.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub pipelines: Vec<String>,
+    pub trace_id: String,
+}
+
 /// An execution to queue.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -388,8 +396,9 @@ pub fn fail_interrupted(conn: &mut Connection, now: i64) -> Result<usize, StoreE
     Ok(seqs.len())
 }
 
-/// The last event seq the listener dispatcher has handled.
-pub fn dispatch_cursor(conn: &Connection) -> Result<u64, StoreError> {
+/// How far the listener dispatcher of hookd before schema 8 got in the event log: `None` once
+/// what it left has been dispatched (see schema 8).
+pub fn dispatch_cursor(conn: &Connection) -> Result<Option<u64>, StoreError> {
     let v: Option<String> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'dispatch_cursor'",
@@ -397,16 +406,22 @@ pub fn dispatch_cursor(conn: &Connection) -> Result<u64, StoreError> {
             |r| r.get(0),
         )
         .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(v.map(|v| v.parse().unwrap_or(0)))
 }
 
 fn set_cursor(conn: &Connection, cursor: u64) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('dispatch_cursor', ?1) \
-         ON CONFLICT (key) DO UPDATE SET value = ?1 WHERE CAST(value AS INTEGER) < CAST(?1 AS INTEGER)",
+        "UPDATE meta SET value = ?1 WHERE key = 'dispatch_cursor' \
+         AND CAST(value AS INTEGER) < CAST(?1 AS INTEGER)",
     )?
     .execute([cursor.to_string()])?;
     Ok(())
+}
+
+/// Drops the cursor: from now on every message's runs are queued with the message.
+pub(super) fn forget_cursor(conn: &Connection) -> Result<Applied, StoreError> {
+    conn.execute("DELETE FROM meta WHERE key = 'dispatch_cursor'", [])?;
+    Ok(Applied::new(Outcome::Done))
 }
 
 pub(super) fn create(
@@ -415,6 +430,19 @@ pub(super) fn create(
     cursor: Option<u64>,
     now: i64,
 ) -> Result<Applied, StoreError> {
+    let seqs = insert(conn, new, now)?;
+    if let Some(c) = cursor {
+        set_cursor(conn, c)?;
+    }
+    Ok(Applied::new(Outcome::Executions(seqs)))
+}
+
+/// Inserts queued executions; their (seq, public id).
+pub(super) fn insert(
+    conn: &Connection,
+    new: Vec<NewExecution>,
+    now: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
     let mut st = conn.prepare_cached(
         "INSERT INTO executions (created_at, pipeline, trigger, event_key, message_seq, message_id, \
          replay_of, input, trace_id, depth, status, body_truncated) \
@@ -437,10 +465,7 @@ pub(super) fn create(
         let seq = conn.last_insert_rowid();
         seqs.push((seq, public_id(now, seq).to_string()));
     }
-    if let Some(c) = cursor {
-        set_cursor(conn, c)?;
-    }
-    Ok(Applied::new(Outcome::Executions(seqs)))
+    Ok(seqs)
 }
 
 pub(super) fn start(conn: &Connection, seq: i64, now: i64) -> Result<Applied, StoreError> {

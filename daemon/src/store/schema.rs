@@ -183,6 +183,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN execution_seq INTEGER;
     "#,
+    // 8: a message's listener runs are queued in the transaction that stores it. Before, a
+    // dispatcher queued them from the event log, saving how far it got as 'dispatch_cursor'
+    // (absent meant 0); what it had not reached is dispatched once at start, then the cursor
+    // is dropped. A new database sets it too, with nothing after it.
+    r#"
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('dispatch_cursor', '0');
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

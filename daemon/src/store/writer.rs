@@ -45,6 +45,8 @@ pub(crate) enum Op {
         new: Vec<pipelines::NewExecution>,
         cursor: Option<u64>,
     },
+    /// Drop the dispatch cursor once what it had not reached is dispatched.
+    ForgetDispatchCursor,
     StartExecution(i64),
     FinishExecution(Box<pipelines::Finish>),
     CreateDelivery(Box<deliveries::NewDelivery>),
@@ -101,6 +103,8 @@ pub(crate) struct Applied {
     pub effects: Vec<Effect>,
     /// A captured message to add to its webhook's counters (once per batch, not per message).
     pub counted: Option<(String, i64)>,
+    /// Executions queued for the workers, handed to them after the commit.
+    pub runs: Vec<i64>,
 }
 
 /// A change to make outside SQLite once the transaction has committed.
@@ -121,6 +125,7 @@ impl Applied {
             events: Vec::new(),
             effects: Vec::new(),
             counted: None,
+            runs: Vec::new(),
         }
     }
 }
@@ -215,6 +220,10 @@ fn commit_batch(
             for event in applied.events {
                 shared.bus.publish(event);
             }
+            for seq in applied.runs {
+                // Closed only when the workers have stopped; the run stays queued in the table.
+                let _ = shared.runs.send(seq);
+            }
             applied.outcome
         });
         let _ = reply.send(r);
@@ -297,6 +306,7 @@ fn apply(
         Op::PutPipeline(row) => pipelines::put(conn, *row, now),
         Op::DeletePipeline(name) => pipelines::delete(conn, &name, now),
         Op::QueueExecutions { new, cursor } => pipelines::create(conn, new, cursor, now),
+        Op::ForgetDispatchCursor => pipelines::forget_cursor(conn),
         Op::StartExecution(seq) => pipelines::start(conn, seq, now),
         Op::FinishExecution(f) => pipelines::finish(conn, *f, now),
         Op::CreateDelivery(d) => deliveries::create(conn, *d, now),
