@@ -17,6 +17,7 @@ uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10
 work=$(mktemp -d "${TMPDIR:-/tmp}/hookd-ab.XXXXXX")
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }  # utime + stime
 run() { # BIN LISTENER(0|1)
   rm -rf "$work/data"
   "$1" serve --listen 127.0.0.1:18096 --data-dir "$work/data" >/dev/null 2>&1 & pid=$!
@@ -27,12 +28,17 @@ run() { # BIN LISTENER(0|1)
     HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" pipeline.put name=bench/listener pipeline=@"$work/p.yaml" >/dev/null
   fi
   url="http://127.0.0.1:18096/api/v3/command/webhook.receive?uuid=$uuid"
+  local c0; c0=$(ticks "$pid")
   if [ "${LOAD:-json}" = multipart ]; then
     line=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/multipart.lua "$url" |
-      awk '/^Requests\/sec:/ {r = $2} $1 == "99%" {p = $2} END {printf "req/s=%s p99=%s\n", r, p}')
+      awk '/ requests in / {n = $1} /^Requests\/sec:/ {r = $2} $1 == "99%" {p = $2}
+        END {printf "req/s=%s p99=%s reqs=%s\n", r, p, n}')
   else
     line=$("$shared/receive.sh" "$url" "$dur" 64)
   fi
+  # The server's CPU per request during the load: steadier than req/s on a busy machine.
+  line="$line cpu_us/req=$(awk -v c=$(($(ticks "$pid") - c0)) -v t="$(getconf CLK_TCK)" \
+    -v n="$(sed 's/.*reqs=\([0-9]*\).*/\1/' <<<"$line")" 'BEGIN {printf "%.1f", c / t * 1e6 / n}')"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   echo "round $r $1 listener=$2 $line"
   sleep 1

@@ -32,7 +32,13 @@ pub struct App {
     pub deliverer: crate::deliver::Deliverer,
     /// Rate limits of the receive path.
     pub limits: crate::receive::limits::Limits,
+    /// Whether a burst is being received (pipeline runs step aside).
+    pub burst: Arc<crate::receive::burst::Burst>,
 }
+
+/// Concurrent receives that make a burst. A steady 1,000 requests/s at 2 ms each is ~2 at once;
+/// 8 or more means senders are queueing on the writer, which each run's two writes slow down.
+const BURST_RECEIVES: usize = 8;
 
 /// Start-up failures.
 #[derive(thiserror::Error, Debug)]
@@ -83,6 +89,12 @@ impl App {
         let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
         let app = Arc::new(App {
             limits: crate::receive::limits::Limits::default(),
+            // `nice = 0` asks for runs that compete equally with receiving: no stepping aside.
+            burst: crate::receive::burst::Burst::new(if config.pipeline.nice == 0 {
+                0
+            } else {
+                BURST_RECEIVES
+            }),
             deliverer,
             stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
             config,

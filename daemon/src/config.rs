@@ -65,7 +65,8 @@ pub struct PipelineConfig {
     pub timeout: Duration,
     /// What a run may do as `anonymous` (before any iam.run.as).
     pub anonymous_commands: Vec<String>,
-    /// The nice value (0–19) of the threads runs execute on, so receiving goes first.
+    /// The nice value (0–19) of the threads runs execute on, so receiving goes first; 0 also
+    /// keeps runs going at full pace during a burst of receives.
     pub nice: i32,
 }
 

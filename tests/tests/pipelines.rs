@@ -304,6 +304,68 @@ async fn runs_and_their_programs_yield_the_cpu_to_receiving() {
     assert_eq!(niceness_of_runs("[pipeline]\nnice = 3\n").await, "3\n");
 }
 
+/// Holds `n` receives open (head sent, body never finished) until dropped.
+async fn hold_receives(d: &Daemon, url: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let addr = d.url.trim_start_matches("http://");
+    let target = url.trim_start_matches(&d.url);
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"partial\":"
+        );
+        s.write_all(head.as_bytes()).await.expect("write");
+        held.push(s);
+    }
+    held
+}
+
+/// How many runs were going at once at most, over the next `n` runs' started/finished frames.
+async fn most_at_once(ev: &mut Events, n: usize) -> usize {
+    let (mut going, mut most, mut done) = (0usize, 0, 0);
+    while done < n {
+        let f = ev.next().await;
+        match f["type"].as_str() {
+            Some("execution.started") => going += 1,
+            Some("execution.finished") => {
+                going = going.saturating_sub(1);
+                done += 1;
+            }
+            _ => {}
+        }
+        most = most.max(going);
+    }
+    most
+}
+
+#[tokio::test]
+async fn during_a_burst_runs_go_one_at_a_time_and_all_at_once_after_it() {
+    // The held requests must stay in flight for the whole test.
+    let d = Daemon::start_with(Options::config(
+        "[server]\nheaderReadTimeout = \"120s\"\nminBodyRate = 0\n",
+    ))
+    .await;
+    let (url, _) = d.webhook("webhook.burst").await;
+    put_pipeline(&d, "slow", "pipeline:\n  - event.listen:\n      eventKey: webhook.burst\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sleep\n      args: [\"0.3\"]\n").await;
+    let mut ev = d.events("types=execution.*").await;
+
+    // Eight requests being received at once are a burst: runs step aside but for one worker,
+    // which keeps them going (they are not starved however long the burst lasts).
+    let held = hold_receives(&d, &url, 8).await;
+    for i in 0..3 {
+        post_json(&d, &url, json!({"i": i})).await;
+    }
+    assert_eq!(most_at_once(&mut ev, 3).await, 1, "one run at a time");
+
+    // The burst over, runs go at once again.
+    drop(held);
+    for i in 0..3 {
+        post_json(&d, &url, json!({"i": i})).await;
+    }
+    assert_eq!(most_at_once(&mut ev, 3).await, 3, "all three at once");
+}
+
 #[tokio::test]
 async fn a_sleeping_pipeline_does_not_slow_receives_and_the_time_limit_fails_it() {
     let d = Daemon::start_with(Options::config("[pipeline]\ntimeout = \"3s\"\n")).await;

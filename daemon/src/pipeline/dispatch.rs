@@ -219,8 +219,8 @@ fn run_workers(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
         }
     };
     rt.block_on(async {
-        for _ in 0..app.config.pipeline.workers {
-            tokio::spawn(worker(app.clone(), rx.clone()));
+        for i in 0..app.config.pipeline.workers {
+            tokio::spawn(worker(app.clone(), rx.clone(), i == 0));
         }
         app.shutdown.cancelled().await;
     });
@@ -288,10 +288,21 @@ pub async fn fire(
     Ok(n)
 }
 
-async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
+/// Takes queued runs one at a time. All but the `steady` worker pause while a burst is being
+/// received (including one that was waiting for work when it began), so its runs queue (stored)
+/// instead of slowing the writer every receive waits for; the steady one keeps them moving
+/// however long the burst lasts.
+async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, steady: bool) {
     loop {
+        if !steady {
+            tokio::select! {
+                () = app.burst.quiet() => {}
+                () = app.shutdown.cancelled() => return,
+            }
+        }
         let next = tokio::select! {
             seq = async { rx.lock().await.recv().await } => seq,
+            () = app.burst.begun(), if !steady => continue,
             () = app.shutdown.cancelled() => return,
         };
         let Some(seq) = next else {

@@ -4,6 +4,7 @@
 //! to `incoming/<id>` (fsynced before the commit), so a 100 MiB upload costs a few buffers of
 //! memory. A multipart body is parsed on the fly into (offset, size) views of the same bytes.
 
+pub mod burst;
 pub mod limits;
 pub mod multipart;
 pub mod verify;
@@ -44,6 +45,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    let _receiving = app.burst.enter();
     let received_at = crate::clock::now_ms();
     let started = Instant::now();
     if !matches!(
