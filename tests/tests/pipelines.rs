@@ -339,31 +339,37 @@ async fn most_at_once(ev: &mut Events, n: usize) -> usize {
     most
 }
 
-#[tokio::test]
-async fn during_a_burst_runs_go_one_at_a_time_and_all_at_once_after_it() {
+/// How many of three runs went at once at most while eight receives were held open, and then
+/// after they were let go, on a daemon with `pipeline_config`.
+async fn runs_at_once_during_and_after_a_burst(pipeline_config: &str) -> (usize, usize) {
     // The held requests must stay in flight for the whole test.
-    let d = Daemon::start_with(Options::config(
-        "[server]\nheaderReadTimeout = \"120s\"\nminBodyRate = 0\n",
-    ))
+    let d = Daemon::start_with(Options::config(&format!(
+        "[server]\nheaderReadTimeout = \"120s\"\nminBodyRate = 0\n[pipeline]\n{pipeline_config}\n"
+    )))
     .await;
     let (url, _) = d.webhook("webhook.burst").await;
-    put_pipeline(&d, "slow", "pipeline:\n  - event.listen:\n      eventKey: webhook.burst\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sleep\n      args: [\"0.3\"]\n").await;
+    put_pipeline(&d, "slow", "pipeline:\n  - event.listen:\n      eventKey: webhook.burst\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sleep\n      args: [\"0.5\"]\n").await;
     let mut ev = d.events("types=execution.*").await;
+    let three =
+        || futures_util::future::join_all((0..3).map(|i| post_json(&d, &url, json!({"i": i}))));
+    let held = hold_receives(&d, &url, 8).await;
+    three().await;
+    let during = most_at_once(&mut ev, 3).await;
+    drop(held);
+    three().await;
+    (during, most_at_once(&mut ev, 3).await)
+}
 
+#[tokio::test]
+async fn during_a_burst_runs_go_one_at_a_time_and_all_at_once_after_it() {
     // Eight requests being received at once are a burst: runs step aside but for one worker,
     // which keeps them going (they are not starved however long the burst lasts).
-    let held = hold_receives(&d, &url, 8).await;
-    for i in 0..3 {
-        post_json(&d, &url, json!({"i": i})).await;
-    }
-    assert_eq!(most_at_once(&mut ev, 3).await, 1, "one run at a time");
-
-    // The burst over, runs go at once again.
-    drop(held);
-    for i in 0..3 {
-        post_json(&d, &url, json!({"i": i})).await;
-    }
-    assert_eq!(most_at_once(&mut ev, 3).await, 3, "all three at once");
+    assert_eq!(runs_at_once_during_and_after_a_burst("").await, (1, 3));
+    // nice = 0: runs compete with receiving, burst or not.
+    assert_eq!(
+        runs_at_once_during_and_after_a_burst("nice = 0").await,
+        (3, 3)
+    );
 }
 
 #[tokio::test]
