@@ -19,7 +19,7 @@ use crate::events::EventData;
 use crate::store::events as log;
 use crate::store::ids::decode_public_id;
 use crate::store::messages;
-use crate::store::pipelines::{self, Finish, NewExecution, PipelineRow};
+use crate::store::pipelines::{self, Finish, Listeners, NewExecution, PipelineRow};
 use crate::store::{Store, StoreError};
 
 /// Events read from the log per query while dispatching what an older hookd left.
@@ -106,6 +106,16 @@ impl Runtime {
             .remove(name);
     }
 
+    /// The listeners a message with `event_key` runs, with the trace id their runs share; `None`
+    /// when nothing listens.
+    pub fn listeners_for(&self, event_key: &str) -> Option<Listeners> {
+        let pipelines = self.listeners_of(event_key);
+        (!pipelines.is_empty()).then(|| Listeners {
+            pipelines,
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
     /// Names of the listeners whose pattern matches `event_key`.
     pub fn listeners_of(&self, event_key: &str) -> Vec<String> {
         let map = self.pipelines.read().unwrap_or_else(|p| p.into_inner());
@@ -173,22 +183,12 @@ async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
             else {
                 continue;
             };
-            let listeners = app.pipelines.listeners_of(&m.event_key);
-            if ev.kind != EventType::MessageReceived || listeners.is_empty() {
+            if ev.kind != EventType::MessageReceived {
                 continue;
             }
-            let trace = uuid::Uuid::new_v4().simple().to_string();
-            new.extend(listeners.into_iter().map(|name| NewExecution {
-                pipeline: name,
-                trigger: "event",
-                event_key: Some(m.event_key.clone()),
-                message_seq: Some(seq),
-                message_id: Some(m.id.clone()),
-                replay_of: None,
-                input: None,
-                trace_id: trace.clone(),
-                depth: 0,
-            }));
+            if let Some(l) = app.pipelines.listeners_for(&m.event_key) {
+                new.extend(l.executions(m, seq));
+            }
         }
         let queued = app.store.queue_executions(new, Some(last)).await?;
         app.store

@@ -23,7 +23,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::pipelines::Listeners;
 use crate::store::{Capture, Captured, CapturedBody, Dirs, PartRecord, files::sync_dir};
 use multipart::{MultipartError, Parser, header_text};
 
@@ -218,11 +217,7 @@ where
     capture.dedupe =
         dedupe_key(hook.dedupe.as_deref(), &parts.headers).map(|k| (k, hook.dedupe_window * 1000));
     // Queued in the message's own transaction: a 200 means its runs are stored too.
-    let listeners = app.pipelines.listeners_of(&hook.event_key);
-    capture.listeners = (!listeners.is_empty()).then(|| Listeners {
-        pipelines: listeners,
-        trace_id: uuid::Uuid::new_v4().simple().to_string(),
-    });
+    capture.listeners = app.pipelines.listeners_for(&hook.event_key);
     // From here the store owns the file: it moves it into place on commit and deletes it if the
     // commit fails, even if this request is dropped while waiting.
     if let Some(mut g) = guard {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
-use super::pipelines::{self, Listeners, NewExecution};
+use super::pipelines::{self, Listeners};
 use super::segments::{SEGMENT_MIN, Segments};
 use super::webhooks::RECEIVE_PATH;
 use super::writer::{Applied, Effect, Outcome, log_event};
@@ -195,20 +195,7 @@ pub(super) fn insert(
     let counted = (summary.uuid.clone(), c.received_at);
     let rejected = c.rejected.is_some();
     let runs = match c.listeners.filter(|_| !rejected) {
-        Some(l) => {
-            let new = l.pipelines.into_iter().map(|pipeline| NewExecution {
-                pipeline,
-                trigger: "event",
-                event_key: Some(summary.event_key.clone()),
-                message_seq: Some(seq),
-                message_id: Some(summary.id.clone()),
-                replay_of: None,
-                input: None,
-                trace_id: l.trace_id.clone(),
-                depth: 0,
-            });
-            pipelines::insert(conn, new.collect(), now)?
-        }
+        Some(l) => pipelines::insert(conn, l.executions(&summary, seq), now)?,
         None => Vec::new(),
     };
     let mut applied = Applied::new(Outcome::Captured(summary));

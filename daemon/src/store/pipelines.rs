@@ -1,7 +1,8 @@
 //! Stored pipelines and their executions, and the listener dispatch cursor.
 
 use hookd_shared::{
-    EventType, Execution, ExecutionSummary, PayloadType, PipelineInfo, Role, StepLog,
+    EventType, Execution, ExecutionSummary, MessageSummary, PayloadType, PipelineInfo, Role,
+    StepLog,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
@@ -167,6 +168,30 @@ pub(super) fn delete(conn: &Connection, name: &str, now: i64) -> Result<Applied,
 pub struct Listeners {
     pub pipelines: Vec<String>,
     pub trace_id: String,
+}
+
+impl Listeners {
+    /// One queued run per listener of the message stored at `seq`.
+    pub fn executions(self, message: &MessageSummary, seq: i64) -> Vec<NewExecution> {
+        let Listeners {
+            pipelines,
+            trace_id,
+        } = self;
+        pipelines
+            .into_iter()
+            .map(|pipeline| NewExecution {
+                pipeline,
+                trigger: "event",
+                event_key: Some(message.event_key.clone()),
+                message_seq: Some(seq),
+                message_id: Some(message.id.clone()),
+                replay_of: None,
+                input: None,
+                trace_id: trace_id.clone(),
+                depth: 0,
+            })
+            .collect()
+    }
 }
 
 /// An execution to queue.
