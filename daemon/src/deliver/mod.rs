@@ -33,7 +33,12 @@ pub const DEFAULT_SCHEDULE: [i64; 8] = [
 /// The delivery machinery.
 pub struct Deliverer {
     wake: Notify,
+    /// Deliveries being attempted, or whose attempt ended after the scheduler's last read began.
     in_flight: Mutex<HashSet<i64>>,
+    /// Attempts recorded since the scheduler last looked. Only the scheduler takes a delivery out
+    /// of `in_flight`, before it reads again: a read that overlapped the attempt's record could
+    /// still list it as due, and it would be attempted twice.
+    ended: Mutex<Vec<i64>>,
     global: Arc<Semaphore>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_per_host: usize,
@@ -80,6 +85,7 @@ impl Deliverer {
         Ok(Deliverer {
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            ended: Mutex::new(Vec::new()),
             global: Arc::new(Semaphore::new(s.max_concurrency)),
             per_host: Mutex::new(HashMap::new()),
             max_per_host: s.max_per_host,
@@ -107,6 +113,12 @@ impl Deliverer {
 pub async fn run(app: Arc<App>) {
     let d = &app.deliverer;
     loop {
+        let ended = d.ended.lock().map(|mut e| std::mem::take(&mut *e));
+        if let (Ok(ended), Ok(mut in_flight)) = (ended, d.in_flight.lock()) {
+            for seq in ended {
+                in_flight.remove(&seq);
+            }
+        }
         let now = crate::clock::now_ms();
         let room = MAX_IN_FLIGHT.saturating_sub(d.in_flight.lock().map_or(0, |s| s.len()));
         let due = if room == 0 {
@@ -159,8 +171,8 @@ async fn attempt(app: Arc<App>, row: DeliveryRow) {
     if let Err(e) = app.store.record_attempt(record).await {
         tracing::error!("recording an attempt of delivery {seq} failed (it will be retried): {e}");
     }
-    if let Ok(mut s) = app.deliverer.in_flight.lock() {
-        s.remove(&seq);
+    if let Ok(mut e) = app.deliverer.ended.lock() {
+        e.push(seq);
     }
     app.deliverer.wake();
 }
