@@ -26,7 +26,7 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// One permit per event stream client.
     pub stream_permits: Arc<Semaphore>,
-    /// Compiled pipelines, listeners and the run queue.
+    /// Compiled pipelines and their listeners.
     pub pipelines: crate::pipeline::Runtime,
     /// Outgoing webhooks.
     pub deliverer: crate::deliver::Deliverer,

@@ -46,7 +46,7 @@ impl Stored {
     }
 }
 
-/// Compiled pipelines and the run queue.
+/// Compiled pipelines (the queue of runs is the store's: `Store::take_run_queue`).
 pub struct Runtime {
     pub engine: Engine,
     pipelines: RwLock<HashMap<String, Arc<Stored>>>,

@@ -77,6 +77,15 @@ pub(crate) struct Shared {
     runs: mpsc::UnboundedSender<i64>,
 }
 
+impl Shared {
+    fn enqueue_runs(&self, seqs: impl IntoIterator<Item = i64>) {
+        for s in seqs {
+            // Closed only when the workers have stopped; the runs stay queued in the table.
+            let _ = self.runs.send(s);
+        }
+    }
+}
+
 /// What `Store::open` needs.
 pub struct StoreConfig {
     pub data_dir: std::path::PathBuf,
@@ -301,9 +310,7 @@ impl Store {
 
     /// Hands queued executions to the pipeline workers.
     pub fn enqueue_runs(&self, seqs: impl IntoIterator<Item = i64>) {
-        for s in seqs {
-            let _ = self.inner.shared.runs.send(s);
-        }
+        self.inner.shared.enqueue_runs(seqs);
     }
 
     /// Drops the dispatch cursor of hookd before schema 8, once what it left is dispatched.

@@ -220,10 +220,7 @@ fn commit_batch(
             for event in applied.events {
                 shared.bus.publish(event);
             }
-            for seq in applied.runs {
-                // Closed only when the workers have stopped; the run stays queued in the table.
-                let _ = shared.runs.send(seq);
-            }
+            shared.enqueue_runs(applied.runs);
             applied.outcome
         });
         let _ = reply.send(r);
