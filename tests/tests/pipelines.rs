@@ -2,6 +2,7 @@
 //! chains, privileges, time limits, at-least-once dispatch across kill -9, replay.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use hookd_e2e::smtp::SmtpSink;
 use hookd_e2e::{Daemon, Events, Options, error_message};
@@ -304,18 +305,38 @@ async fn runs_and_their_programs_yield_the_cpu_to_receiving() {
     assert_eq!(niceness_of_runs("[pipeline]\nnice = 3\n").await, "3\n");
 }
 
-/// Holds `n` receives open (head sent, body never finished) until dropped.
+/// Holds `n` receives open (body never finished) until dropped; returns once hookd is receiving
+/// each of them.
 async fn hold_receives(d: &Daemon, url: &str, n: usize) -> Vec<tokio::net::TcpStream> {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = d.url.trim_start_matches("http://");
     let target = url.trim_start_matches(&d.url);
     let mut held = Vec::new();
     for _ in 0..n {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // hookd counts a receive before it reads the body, and hyper answers `100 Continue`
+        // when the body is first read: so after it, this receive is counted. (Writing the head
+        // alone left the count behind the test's next requests on a busy machine.)
         let head = format!(
-            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"partial\":"
+            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(30), s.read(&mut byte)).await;
+            assert!(
+                matches!(read, Ok(Ok(1))),
+                "no 100 Continue: {read:?}, got {got:?}"
+            );
+            got.push(byte[0]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 100"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        s.write_all(b"{\"partial\":").await.expect("write");
         held.push(s);
     }
     held
