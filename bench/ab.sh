@@ -7,7 +7,8 @@
 # Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10), LISTENERS (default
 # "1 0": which of the two runs to make), LOAD=multipart (target 3's three 10 KiB files per request,
 # bench/multipart.lua, instead of the 1 KiB JSON), REF=1 (also limit-server sqlite-group each round,
-# JSON only, so the builds' ratios to the reference come from the same run).
+# at synchronous=FULL as hookd's default, JSON only, so the builds' ratios to the reference come
+# from the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=$1; shift
@@ -46,7 +47,8 @@ run() { # BIN LISTENER(0|1)
 ref() {
   local limit=$shared/limits/target/release/limit-server
   [ -x "$limit" ] || (cd "$shared/limits" && cargo build --release --quiet)
-  "$limit" sqlite-group 18096 "$work/group.db" >/dev/null 2>&1 & pid=$!
+  # At FULL like hookd's default, so the ratio compares the same durability (receive.sh does too).
+  LIMIT_SYNC=FULL "$limit" sqlite-group 18096 "$work/group.db" >/dev/null 2>&1 & pid=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18096) 2>/dev/null && break; sleep 0.1; done
   line=$("$shared/receive.sh" http://127.0.0.1:18096/hooks/bench "$dur" 64)
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; rm -f "$work"/group.db*
