@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::files::sync_dir;
+use super::files::{drop_cached, sync_dir};
 
 /// Bodies larger than this (and no larger than the inline limit) go to a segment. Below it, a
 /// body fits in a page or two of its row and the second write costs little.
@@ -49,28 +49,13 @@ const CACHED_TAIL: u64 = 32 << 20;
 const DROP_STEP: u64 = 8 << 20;
 
 impl Current {
-    /// Drops synced pages behind the cached tail from the page cache. Bodies are written once and
-    /// seldom read again; keeping them cached only evicts the database's pages, and on machines
-    /// whose free memory is handed back to the hypervisor every new page cache page costs a fault
-    /// on first write (3x the CPU per 31 KiB body here, docs/BENCHMARKS.md target 3), while the
-    /// pages dropped here are reused for the next appends.
+    /// Drops synced bodies behind the cached tail from the page cache (see [`drop_cached`]).
     fn drop_cached(&mut self) {
         let upto = self.len.saturating_sub(CACHED_TAIL);
-        if upto < self.dropped + DROP_STEP {
-            return;
+        if upto >= self.dropped + DROP_STEP {
+            drop_cached(&self.file, self.dropped..upto);
+            self.dropped = upto;
         }
-        use std::os::fd::AsRawFd;
-        // Advice only: failure leaves the pages cached, which is harmless.
-        // SAFETY: a valid open fd and a plain range; the call reads no memory of ours.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                self.dropped as libc::off_t,
-                (upto - self.dropped) as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
-        self.dropped = upto;
     }
 }
 
@@ -216,7 +201,13 @@ mod tests {
     }
 
     /// How many of the pages of `file` in `range` are in the page cache (None where the
-    /// filesystem keeps everything in memory anyway).
+    /// filesystem keeps everything in memory anyway, or off Linux, where nothing is dropped).
+    #[cfg(not(target_os = "linux"))]
+    fn cached_pages(_file: &File, _range: std::ops::Range<u64>) -> Option<usize> {
+        None
+    }
+
+    #[cfg(target_os = "linux")]
     fn cached_pages(file: &File, range: std::ops::Range<u64>) -> Option<usize> {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
