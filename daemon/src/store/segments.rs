@@ -200,15 +200,16 @@ mod tests {
         assert_eq!(read(dir.path(), 1, 15, 4), b"next");
     }
 
-    /// How many of the pages of `file` in `range` are in the page cache (None where the
-    /// filesystem keeps everything in memory anyway, or off Linux, where nothing is dropped).
+    /// How many of the pages of `file` in `range` are in the page cache, and how many pages
+    /// the range has (None where the filesystem keeps everything in memory anyway, or off
+    /// Linux, where nothing is dropped).
     #[cfg(not(target_os = "linux"))]
-    fn cached_pages(_file: &File, _range: std::ops::Range<u64>) -> Option<usize> {
+    fn cached_pages(_file: &File, _range: std::ops::Range<u64>) -> Option<(usize, usize)> {
         None
     }
 
     #[cfg(target_os = "linux")]
-    fn cached_pages(file: &File, range: std::ops::Range<u64>) -> Option<usize> {
+    fn cached_pages(file: &File, range: std::ops::Range<u64>) -> Option<(usize, usize)> {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
         // SAFETY: plain syscalls on a valid fd; `st`, the mapping and `pages` outlive their use.
@@ -227,10 +228,11 @@ mod tests {
                 range.start as libc::off_t,
             );
             assert_ne!(map, libc::MAP_FAILED, "mmap");
-            let mut pages = vec![0u8; len.div_ceil(4096)];
+            let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap_or(4096);
+            let mut pages = vec![0u8; len.div_ceil(page)];
             assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0, "mincore");
             libc::munmap(map, len);
-            Some(pages.iter().filter(|p| *p & 1 == 1).count())
+            Some((pages.iter().filter(|p| *p & 1 == 1).count(), pages.len()))
         }
     }
 
@@ -245,24 +247,16 @@ mod tests {
         }
         // Not synced yet: nothing may be dropped (dirty pages are not yet on disk).
         let file = File::open(path(dir.path(), 1)).expect("segment");
-        if let Some(cached) = cached_pages(&file, 0..DROP_STEP) {
-            assert_eq!(
-                cached,
-                (DROP_STEP / 4096) as usize,
-                "dropped before the sync"
-            );
+        if let Some((cached, all)) = cached_pages(&file, 0..DROP_STEP) {
+            assert_eq!(cached, all, "dropped before the sync");
         }
         segs.sync().expect("sync");
         let len = u64::from(n) << 20;
-        if let Some(cached) = cached_pages(&file, 0..DROP_STEP) {
+        if let Some((cached, _)) = cached_pages(&file, 0..DROP_STEP) {
             assert_eq!(cached, 0, "synced pages behind the tail are still cached");
         }
-        if let Some(cached) = cached_pages(&file, len - DROP_STEP..len) {
-            assert_eq!(
-                cached,
-                (DROP_STEP / 4096) as usize,
-                "the tail was dropped too"
-            );
+        if let Some((cached, all)) = cached_pages(&file, len - DROP_STEP..len) {
+            assert_eq!(cached, all, "the tail was dropped too");
         }
         for i in [0, 1, n - 1] {
             assert_eq!(read(dir.path(), 1, u64::from(i) << 20, 1 << 20), chunk(i));
