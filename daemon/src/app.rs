@@ -34,6 +34,8 @@ pub struct App {
     pub limits: crate::receive::limits::Limits,
     /// Whether a burst is being received (pipeline runs step aside).
     pub burst: Arc<crate::receive::burst::Burst>,
+    /// One permit per program `exec` runs at once (`[pipeline] programs`).
+    pub programs: Semaphore,
 }
 
 /// Concurrent receives that make a burst. A steady 1,000 requests/s at 2 ms each is ~2 at once;
@@ -97,6 +99,7 @@ impl App {
             }),
             deliverer,
             stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
+            programs: Semaphore::new(config.pipeline.programs),
             config,
             store,
             bus,

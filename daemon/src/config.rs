@@ -61,6 +61,8 @@ pub struct SendConfig {
 pub struct PipelineConfig {
     /// Runs at once; more wait in the queue.
     pub workers: usize,
+    /// Programs (`exec`) running at once across all runs; more wait for one to end.
+    pub programs: usize,
     /// Every run's time limit.
     pub timeout: Duration,
     /// What a run may do as `anonymous` (before any iam.run.as).
@@ -147,7 +149,10 @@ impl Config {
                 max_age: Duration::from_secs(30 * 24 * 3600),
             },
             pipeline: PipelineConfig {
-                workers: 16,
+                // Runs mostly wait on the writer; 48 drained a burst's runs ~1.5x faster than
+                // 16 (docs/BENCHMARKS.md, target 2). Processes are bounded by `programs`.
+                workers: 48,
+                programs: 16,
                 timeout: Duration::from_secs(60),
                 anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
                 nice: 10,
@@ -236,6 +241,9 @@ impl Config {
         let p = file.pipeline;
         if let Some(v) = p.workers {
             c.pipeline.workers = v.max(1);
+        }
+        if let Some(v) = p.programs {
+            c.pipeline.programs = v.max(1);
         }
         if let Some(v) = p.timeout {
             c.pipeline.timeout = v.0;
@@ -419,6 +427,7 @@ struct SendSection {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PipelineSection {
     workers: Option<usize>,
+    programs: Option<usize>,
     timeout: Option<Seconds>,
     anonymous_commands: Option<Vec<String>>,
     nice: Option<i32>,
@@ -585,6 +594,22 @@ mod tests {
         assert!(err.unwrap_or_default().contains("nice = 20: must be 0"));
         std::fs::write(&path, "").expect("write");
         assert_eq!(Config::load(&over).expect("load").pipeline.nice, 10);
+    }
+
+    #[test]
+    fn runs_and_programs_are_bounded_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookd.toml");
+        let over = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        std::fs::write(&path, "").expect("write");
+        let p = Config::load(&over).expect("load").pipeline;
+        assert_eq!((p.workers, p.programs), (48, 16));
+        std::fs::write(&path, "[pipeline]\nworkers = 4\nprograms = 0\n").expect("write");
+        let p = Config::load(&over).expect("load").pipeline;
+        assert_eq!((p.workers, p.programs), (4, 1));
     }
 
     #[test]

@@ -305,6 +305,53 @@ async fn runs_and_their_programs_yield_the_cpu_to_receiving() {
     assert_eq!(niceness_of_runs("[pipeline]\nnice = 3\n").await, "3\n");
 }
 
+/// The outcomes of three listener runs started at once, each running a program that fails if
+/// another of them is running (a lock directory), on a daemon with `pipeline_config`.
+async fn three_overlapping_programs(pipeline_config: &str) -> Vec<String> {
+    // nice = 0: no burst gate, so the three runs start together on three workers.
+    let d = Daemon::start_with(Options::config(&format!(
+        "[pipeline]\nnice = 0\nworkers = 3\n{pipeline_config}\n"
+    )))
+    .await;
+    let lock = d.dir.join("lock");
+    let (url, _) = d.webhook("webhook.progs").await;
+    put_pipeline(
+        &d,
+        "progs",
+        &format!(
+            "pipeline:\n  - event.listen:\n      eventKey: webhook.progs\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sh\n      args: ['-c', 'mkdir \"$LOCK\" && sleep 0.3 && rmdir \"$LOCK\"']\n      env:\n        LOCK: '{}'\n",
+            lock.display()
+        ),
+    )
+    .await;
+    let mut ev = d.events("types=execution.finished").await;
+    futures_util::future::join_all((0..3).map(|i| post_json(&d, &url, json!({"i": i})))).await;
+    let mut outcomes = Vec::new();
+    for run in finished(&mut ev, 3).await {
+        let got = d.ok("execution.get", json!({"id": run["id"]})).await;
+        outcomes.push(match got["status"].as_str() {
+            Some("succeeded") => "ok".to_string(),
+            _ => got["error"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn programs_bounds_how_many_execs_run_at_once_across_runs() {
+    // One program at a time: the three runs' programs never overlap, so none finds the lock.
+    assert_eq!(
+        three_overlapping_programs("programs = 1").await,
+        vec!["ok", "ok", "ok"]
+    );
+    // Three at a time: they overlap, and the lock turns some away (what the bound prevents).
+    let outcomes = three_overlapping_programs("programs = 3").await;
+    assert!(
+        outcomes.iter().any(|o| o.contains("File exists")),
+        "{outcomes:?}"
+    );
+}
+
 /// Holds `n` receives open (body never finished) until dropped; returns once hookd is receiving
 /// each of them.
 async fn hold_receives(d: &Daemon, url: &str, n: usize) -> Vec<tokio::net::TcpStream> {

@@ -325,6 +325,12 @@ async fn step_once(
             Flow::Next(None)
         }
         "exec" => {
+            // Waiting for a permit counts against the run's time limit like any other step.
+            let _program = app
+                .programs
+                .acquire()
+                .await
+                .map_err(|_| "hookd is stopping".to_string())?;
             let (out, lines) =
                 process::exec(&params, &st.body, app.config.pipeline.timeout).await?;
             for l in lines {
