@@ -579,37 +579,36 @@ mod tests {
         assert_eq!((c.max_body, c.listen.port()), (5, 1));
     }
 
-    #[test]
-    fn pipeline_nice_is_checked() {
+    /// The config loaded from a file holding `toml`.
+    fn load_file(toml: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("hookd.toml");
-        let over = Overrides {
-            config: Some(path.clone()),
+        std::fs::write(&path, toml).expect("write");
+        Config::load(&Overrides {
+            config: Some(path),
             ..Overrides::default()
-        };
-        std::fs::write(&path, "[pipeline]\nnice = 0\n").expect("write");
-        assert_eq!(Config::load(&over).expect("load").pipeline.nice, 0);
-        std::fs::write(&path, "[pipeline]\nnice = 20\n").expect("write");
-        let err = Config::load(&over).err().map(|e| e.to_string());
+        })
+    }
+
+    #[test]
+    fn pipeline_nice_is_checked() {
+        let nice = |toml| load_file(toml).expect("load").pipeline.nice;
+        assert_eq!(nice("[pipeline]\nnice = 0\n"), 0);
+        let err = load_file("[pipeline]\nnice = 20\n")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("nice = 20: must be 0"));
-        std::fs::write(&path, "").expect("write");
-        assert_eq!(Config::load(&over).expect("load").pipeline.nice, 10);
+        assert_eq!(nice(""), 10);
     }
 
     #[test]
     fn runs_and_programs_are_bounded_apart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("hookd.toml");
-        let over = Overrides {
-            config: Some(path.clone()),
-            ..Overrides::default()
+        let bounds = |toml| {
+            let p = load_file(toml).expect("load").pipeline;
+            (p.workers, p.programs)
         };
-        std::fs::write(&path, "").expect("write");
-        let p = Config::load(&over).expect("load").pipeline;
-        assert_eq!((p.workers, p.programs), (48, 16));
-        std::fs::write(&path, "[pipeline]\nworkers = 4\nprograms = 0\n").expect("write");
-        let p = Config::load(&over).expect("load").pipeline;
-        assert_eq!((p.workers, p.programs), (4, 1));
+        assert_eq!(bounds(""), (48, 16));
+        assert_eq!(bounds("[pipeline]\nworkers = 4\nprograms = 0\n"), (4, 1));
     }
 
     #[test]
