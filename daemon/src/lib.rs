@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+mod coarse_timer;
 pub mod commands;
 pub mod config;
 pub mod deliver;

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, OpenError};
+use crate::coarse_timer::CoarseTimer;
 use crate::config::Config;
 
 /// How long open connections get to finish when the daemon stops.
@@ -43,6 +44,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     let permits = Arc::new(Semaphore::new(max));
     let stopping = app.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
+    let header_timer = CoarseTimer::start();
     tokio::pin!(shutdown);
     loop {
         // The permit is taken before accepting, so at the cap new clients wait in the backlog
@@ -72,8 +74,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         };
         let app = app.clone();
         let stopping = stopping.clone();
+        let header_timer = header_timer.clone();
         tokio::spawn(async move {
-            connection(app, stream, remote, stopping).await;
+            connection(app, stream, remote, stopping, header_timer).await;
             drop(permit);
         });
     }
@@ -95,6 +98,7 @@ async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     stopping: CancellationToken,
+    header_timer: CoarseTimer,
 ) {
     let _ = stream.set_nodelay(true);
     let timeout = app.config.header_read_timeout;
@@ -128,7 +132,8 @@ async fn connection(
         }
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
+        // The header timeout is armed once per request: tokio's timer would cost a syscall each.
+        b.timer(header_timer)
             .header_read_timeout(timeout)
             .max_buf_size(MAX_HEAD);
         let conn = b.serve_connection(io, svc).with_upgrades();
