@@ -12,6 +12,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Global body limit when nothing else is configured: 25 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 
+/// One per core, as tokio would pick. On two cores shared with the load generator one thread
+/// served ~5 % more JSON receives (its threads wake each other less) but ~10 % fewer outgoing
+/// deliveries, which are HTTP work twice over (docs/BENCHMARKS.md, target 1): a knob, not a default.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Resolved settings of one daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +29,8 @@ pub struct Config {
     /// Global body limit in bytes; no webhook may exceed it.
     pub max_body: u64,
     pub max_connections: usize,
+    /// Threads serving HTTP, the event stream and deliveries.
+    pub threads: usize,
     /// Bootstrap admin token; `None` generates one into `<data-dir>/admin.token`.
     pub admin_token: Option<String>,
     /// A client must send its request headers within this time.
@@ -135,6 +144,7 @@ impl Config {
             data_dir: data_dir.into(),
             max_body: DEFAULT_MAX_BODY,
             max_connections: 1024,
+            threads: default_threads(),
             admin_token: None,
             header_read_timeout: Duration::from_secs(10),
             max_parts: 1000,
@@ -204,6 +214,9 @@ impl Config {
         }
         if let Some(v) = over.max_connections.or(s.max_connections) {
             c.max_connections = v.max(1);
+        }
+        if let Some(v) = s.threads {
+            c.threads = if v == 0 { default_threads() } else { v };
         }
         c.admin_token = std::env::var("HOOKD_ADMIN_TOKEN")
             .ok()
@@ -452,6 +465,7 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     max_body: Option<Size>,
     max_connections: Option<usize>,
+    threads: Option<usize>,
     admin_token: Option<String>,
     header_read_timeout: Option<Seconds>,
     max_parts: Option<usize>,
@@ -609,6 +623,15 @@ mod tests {
         };
         assert_eq!(bounds(""), (48, 16));
         assert_eq!(bounds("[pipeline]\nworkers = 4\nprograms = 0\n"), (4, 1));
+    }
+
+    #[test]
+    fn http_threads_default_to_one_per_core_and_zero_means_the_default() {
+        let threads = |toml| load_file(toml).expect("load").threads;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads(""), cores);
+        assert_eq!(threads("[server]\nthreads = 3\n"), 3);
+        assert_eq!(threads("[server]\nthreads = 0\n"), cores);
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn daemon(over: &Overrides) -> anyhow::Result<()> {
         .init();
     let config = Config::load(over)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
