@@ -13,8 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 
 /// One per core, as tokio would pick. On two cores shared with the load generator one thread
-/// served ~5 % more JSON receives (its threads wake each other less) but ~10 % fewer outgoing
-/// deliveries, which are HTTP work twice over (docs/BENCHMARKS.md, target 1): a knob, not a default.
+/// served ~5 % more JSON receives (its threads wake each other less); outgoing deliveries were
+/// alike or slower (docs/BENCHMARKS.md, target 1): not enough to change the default.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
