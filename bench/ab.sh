@@ -4,6 +4,8 @@
 # of the shared 1 KiB JSON POST, once with one event.listen + log pipeline and once without.
 # For comparing a change against its parent (copy each build's target/release/hookd aside first);
 # the builds share every round's conditions, so their ratio means more than any absolute figure.
+# Ends with each build's medians (req/s, CPU per request) and its median per-round ratio to the
+# first build named.
 # Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10), LISTENERS (default
 # "1 0": which of the two runs to make), LOAD=multipart (target 3's three 10 KiB files per request,
 # bench/multipart.lua, instead of the 1 KiB JSON), REF=1 (also limit-server sqlite-group each round,
@@ -41,7 +43,7 @@ run() { # BIN LISTENER(0|1)
   line="$line cpu_us/req=$(awk -v c=$(($(ticks "$pid") - c0)) -v t="$(getconf CLK_TCK)" \
     -v n="$(sed 's/.*reqs=\([0-9]*\).*/\1/' <<<"$line")" 'BEGIN {printf "%.1f", c / t * 1e6 / n}')"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
-  echo "round $r $1 listener=$2 $line"
+  echo "round $r $1 listener=$2 $line" | tee -a "$work/rounds"
   sleep 1
 }
 ref() {
@@ -52,7 +54,7 @@ ref() {
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18096) 2>/dev/null && break; sleep 0.1; done
   line=$("$shared/receive.sh" http://127.0.0.1:18096/hooks/bench "$dur" 64)
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; rm -f "$work"/group.db*
-  echo "round $r sqlite-group $line"
+  echo "round $r sqlite-group $line" | tee -a "$work/rounds"
   sleep 1
 }
 for r in $(seq "$rounds"); do
@@ -61,3 +63,31 @@ for r in $(seq "$rounds"); do
   done
   if [ -n "${REF:-}" ]; then ref; fi
 done
+# Medians per build (and listener setting), and each build's per-round ratio to the first build
+# named: the figures docs/BENCHMARKS.md quotes from an A/B.
+echo "# medians over $rounds rounds (ratio: median of per-round req/s against $1)"
+awk -v first="$1" '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  {
+    key = $3 " " ($4 ~ /^listener=/ ? $4 : "")
+    rps = $0; sub(/.*req\/s=/, "", rps); sub(/ .*/, "", rps)
+    cpu = $0; if (!sub(/.*cpu_us\/req=/, "", cpu)) cpu = ""; sub(/ .*/, "", cpu)
+    if (!(key in seen)) { seen[key] = 1; order[++k] = key }
+    r[key] = r[key] " " rps; if (cpu != "") c[key] = c[key] " " cpu
+    at[$2, key] = rps
+    rounds[$2] = 1
+  }
+  END {
+    for (i = 1; i <= k; i++) {
+      key = order[i]; split(key, f, " "); base = first " " f[2]; ratios = ""
+      if (key != base && (base in seen)) for (rd in rounds) if (at[rd, base] > 0 && at[rd, key] != "") ratios = ratios " " at[rd, key] / at[rd, base]
+      printf "%-40s req/s=%.0f", key, median(r[key])
+      if (c[key] != "") printf " cpu_us/req=%.1f", median(c[key])
+      if (ratios != "") printf " ratio=%.3f", median(ratios)
+      printf "\n"
+    }
+  }' "$work/rounds"
