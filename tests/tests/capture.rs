@@ -478,13 +478,15 @@ async fn too_many_multipart_parts_get_400_and_silent_clients_are_cut_off() {
     assert!(error_message(&v).contains("more than 2 parts"), "{v}");
     assert_nothing_stored(&d).await;
 
-    // A client that connects and sends nothing, or half a request line, is closed by the
-    // daemon (read returns 0) instead of holding a connection forever.
+    // A client that connects and sends nothing, half a request line, or one request and then
+    // nothing on its keep-alive connection, is closed by the daemon (read returns 0) instead of
+    // holding a connection forever.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = d.url.trim_start_matches("http://").to_string();
     for partial in [
         &b""[..],
         b"POST /api/v3/command/webhook.receive HTTP/1.1\r\nHost: x\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let mut s = tokio::net::TcpStream::connect(&addr)
             .await
@@ -497,6 +499,13 @@ async fn too_many_multipart_parts_get_400_and_silent_clients_are_cut_off() {
             read.is_ok(),
             "connection still open after 10 s (timeout is 1 s)"
         );
+        if partial.ends_with(b"\r\n\r\n") {
+            assert!(
+                buf.starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
     }
     // Meanwhile the daemon keeps serving.
     let (status, _) = post(&d, &url, "text/plain", b"ok".to_vec()).await;
