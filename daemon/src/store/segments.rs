@@ -49,6 +49,16 @@ const CACHED_TAIL: u64 = 32 << 20;
 const DROP_STEP: u64 = 8 << 20;
 
 impl Current {
+    /// An open segment of `len` bytes, none of them dropped from the page cache yet.
+    fn new(id: u32, file: File, len: u64) -> Self {
+        Current {
+            id,
+            file,
+            len,
+            dropped: 0,
+        }
+    }
+
     /// Drops synced bodies behind the cached tail from the page cache (see [`drop_cached`]).
     fn drop_cached(&mut self) {
         let upto = self.len.saturating_sub(CACHED_TAIL);
@@ -78,12 +88,7 @@ impl Segments {
             Some(id) => {
                 let file = OpenOptions::new().write(true).open(path(dir, id))?;
                 let len = file.metadata()?.len();
-                Some(Current {
-                    id,
-                    file,
-                    len,
-                    dropped: 0,
-                })
+                Some(Current::new(id, file, len))
             }
             None => None,
         };
@@ -109,12 +114,7 @@ impl Segments {
             if let Some(old) = self.current.take().filter(|_| self.dirty) {
                 old.file.sync_data()?;
             }
-            self.current = Some(Current {
-                id,
-                file,
-                len: 0,
-                dropped: 0,
-            });
+            self.current = Some(Current::new(id, file, 0));
             self.last_id = id;
             self.created = true;
         }
