@@ -53,6 +53,8 @@ pub enum OpenError {
     Auth(Error),
     #[error("cannot set up outgoing webhooks: {0}")]
     Deliver(String),
+    #[error("cannot start the threads that serve connections: {0}")]
+    Threads(std::io::Error),
 }
 
 impl App {

@@ -29,7 +29,7 @@ pub struct Config {
     /// Global body limit in bytes; no webhook may exceed it.
     pub max_body: u64,
     pub max_connections: usize,
-    /// Threads serving HTTP, the event stream and deliveries.
+    /// Threads serving connections (`server::Lanes`), and as many for deliveries and the rest.
     pub threads: usize,
     /// Bootstrap admin token; `None` generates one into `<data-dir>/admin.token`.
     pub admin_token: Option<String>,

@@ -90,7 +90,7 @@ fn daemon(over: &Overrides) -> anyhow::Result<()> {
         let mut out = std::io::stdout();
         writeln!(out, "hookd listening on http://{bound}")?;
         out.flush()?;
-        hookd::run(listener, app, shutdown_signal()).await;
+        hookd::run(listener, app, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -194,3 +194,64 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_and_the_first_keeps_its
     let (_, body) = d.raw("message.body", json!({"id": id})).await;
     assert_eq!(body, big);
 }
+
+#[tokio::test]
+async fn a_stop_finishes_the_request_in_flight_and_stores_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.stopping").await;
+    let body = noise(64 * 1024, 11);
+    let (head_part, rest) = body.split_at(1000);
+
+    // A request whose body is half sent when the daemon is told to stop.
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let target = url.trim_start_matches(&d.url).to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    // The 100 Continue says hookd is reading this body.
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).await.expect("read"), 1, "closed: {got:?}");
+        got.push(byte[0]);
+    }
+    s.write_all(head_part).await.expect("write");
+
+    let log = d.tmp().join("hookd.log");
+    let finish = async {
+        // Once hookd says it is stopping, it no longer accepts, and still answers this request.
+        let mut seen = tokio::time::interval(std::time::Duration::from_millis(20));
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("stopping: finishing open requests")
+        {
+            seen.tick().await;
+        }
+        assert!(
+            tokio::net::TcpStream::connect(&addr).await.is_err(),
+            "a stopping daemon accepted a new connection"
+        );
+        s.write_all(rest).await.expect("write the rest");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.expect("read the answer");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let ((), answer) = tokio::join!(d.stop(), finish);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let id = answer
+        .split("\"messageId\":\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a messageId in the answer")
+        .to_string();
+
+    d.start_again().await;
+    assert_eq!(d.raw("message.body", json!({"id": id})).await.1, body);
+}
