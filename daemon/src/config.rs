@@ -12,9 +12,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Global body limit when nothing else is configured: 25 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 
-/// One per core, as tokio would pick. On two cores shared with the load generator one thread
-/// served ~5 % more JSON receives (its threads wake each other less); outgoing deliveries were
-/// alike or slower (docs/BENCHMARKS.md, target 1): not enough to change the default.
+/// One per core, as tokio would pick. (Measured before connections moved to lanes: on two cores
+/// shared with the load generator one thread served ~5 % more JSON receives and outgoing
+/// deliveries alike or slower, docs/BENCHMARKS.md, target 1: not enough to change the default.)
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
