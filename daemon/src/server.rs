@@ -198,13 +198,13 @@ impl Lanes {
     /// Gives the connection to the lane with the fewest open, starting the search one lane on
     /// from the last choice so that ties rotate.
     fn hand(&mut self, stream: TcpStream, a: Accepted) {
-        let n = self.lanes.len();
-        self.next = (self.next + 1) % n;
-        let lane = (0..n)
-            .map(|k| (self.next + k) % n)
-            .min_by_key(|&i| self.lanes[i].open.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        let lane = &self.lanes[lane];
+        self.next = (self.next + 1) % self.lanes.len();
+        let open: Vec<usize> = self
+            .lanes
+            .iter()
+            .map(|l| l.open.load(Ordering::Relaxed))
+            .collect();
+        let lane = &self.lanes[least_open(&open, self.next)];
         match stream.into_std() {
             Ok(s) => {
                 let _ = lane.tx.send((s, a, Counted::new(&lane.open)));
@@ -221,6 +221,15 @@ impl Lanes {
             let _ = tokio::task::spawn_blocking(move || lane.thread.join()).await;
         }
     }
+}
+
+/// The lane with the fewest open connections; among equals, the first from `start` on.
+fn least_open(open: &[usize], start: usize) -> usize {
+    let n = open.len();
+    (0..n)
+        .map(|k| (start + k) % n)
+        .min_by_key(|&i| open[i])
+        .unwrap_or(0)
 }
 
 async fn connection(
@@ -278,5 +287,23 @@ async fn connection(
     };
     if let Err(e) = result {
         tracing::debug!("connection from {remote} ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_open;
+
+    #[test]
+    fn a_connection_goes_to_the_least_busy_lane_and_ties_rotate() {
+        assert_eq!(least_open(&[3, 1, 2], 0), 1);
+        assert_eq!(least_open(&[0, 0], 0), 0);
+        assert_eq!(least_open(&[0, 0], 1), 1);
+        assert_eq!(
+            least_open(&[2, 5, 2], 1),
+            2,
+            "the first equal from the start on"
+        );
+        assert_eq!(least_open(&[7], 0), 0);
     }
 }
