@@ -49,7 +49,7 @@ pub async fn run(
     let stopping = app.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
     let header_timer = CoarseTimer::start();
-    let mut lanes = match Lanes::start(app.config.threads) {
+    let mut lanes = match Lanes::start(app.config.threads, &app, &header_timer) {
         Ok(l) => l,
         Err(e) => {
             app.store.shutdown().await;
@@ -83,16 +83,7 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        lanes.hand(
-            stream,
-            Accepted {
-                remote,
-                permit,
-                app: app.clone(),
-                stopping: stopping.clone(),
-                header_timer: header_timer.clone(),
-            },
-        );
+        lanes.hand(stream, Accepted { remote, permit });
     }
     drop(listener);
     stopping.cancel();
@@ -111,13 +102,10 @@ pub async fn run(
     Ok(())
 }
 
-/// An accepted connection on its way to a lane, with what serving it needs.
+/// An accepted connection on its way to a lane.
 struct Accepted {
     remote: SocketAddr,
     permit: OwnedSemaphorePermit,
-    app: Arc<App>,
-    stopping: CancellationToken,
-    header_timer: CoarseTimer,
 }
 
 /// Threads that each serve their connections on a single-threaded runtime. A connection stays
@@ -152,26 +140,24 @@ impl Drop for Counted {
 }
 
 impl Lanes {
-    fn start(count: usize) -> std::io::Result<Lanes> {
+    fn start(count: usize, app: &Arc<App>, header_timer: &CoarseTimer) -> std::io::Result<Lanes> {
         let mut lanes = Vec::with_capacity(count.max(1));
         for i in 0..count.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let (tx, mut rx) = mpsc::unbounded_channel();
+            let (app, header_timer) = (app.clone(), header_timer.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("hookd-http-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
                         while let Some((std_stream, a, counted)) = rx.recv().await {
+                            let Accepted { remote, permit } = a;
+                            let app = app.clone();
+                            let stopping = app.shutdown.clone();
+                            let header_timer = header_timer.clone();
                             tokio::spawn(async move {
-                                let Accepted {
-                                    remote,
-                                    permit,
-                                    app,
-                                    stopping,
-                                    header_timer,
-                                } = a;
                                 match TcpStream::from_std(std_stream) {
                                     Ok(stream) => {
                                         connection(app, stream, remote, stopping, header_timer)
