@@ -511,3 +511,32 @@ async fn too_many_multipart_parts_get_400_and_silent_clients_are_cut_off() {
     let (status, _) = post(&d, &url, "text/plain", b"ok".to_vec()).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_and_their_bodies_stored_exactly() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.h2").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    // Several streams at once on the one connection.
+    let bodies: Vec<Vec<u8>> = (0..8u64)
+        .map(|i| noise(1000 + 30_000 * i as usize, i))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| {
+        h2.post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(b.clone())
+            .send()
+    }))
+    .await;
+    for (body, answer) in bodies.iter().zip(answers) {
+        let r = answer.expect("h2 post");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.expect("json");
+        let id = v["messageId"].as_str().expect("messageId");
+        assert_eq!(&d.raw("message.body", json!({"id": id})).await.1, body);
+    }
+}
