@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, OpenError};
 use crate::coarse_timer::CoarseTimer;
@@ -83,7 +82,7 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        lanes.hand(stream, Accepted { remote, permit });
+        lanes.hand(stream, remote, permit);
     }
     drop(listener);
     stopping.cancel();
@@ -102,10 +101,12 @@ pub async fn run(
     Ok(())
 }
 
-/// An accepted connection on its way to a lane.
+/// An accepted connection on its way to a lane, with what it holds until it closes.
 struct Accepted {
+    stream: std::net::TcpStream,
     remote: SocketAddr,
     permit: OwnedSemaphorePermit,
+    counted: Counted,
 }
 
 /// Threads that each serve their connections on a single-threaded runtime. A connection stays
@@ -118,7 +119,7 @@ struct Lanes {
 }
 
 struct Lane {
-    tx: mpsc::UnboundedSender<(std::net::TcpStream, Accepted, Counted)>,
+    tx: mpsc::UnboundedSender<Accepted>,
     open: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -141,33 +142,31 @@ impl Drop for Counted {
 
 impl Lanes {
     fn start(count: usize, app: &Arc<App>, header_timer: &CoarseTimer) -> std::io::Result<Lanes> {
-        let mut lanes = Vec::with_capacity(count.max(1));
-        for i in 0..count.max(1) {
+        let count = count.max(1);
+        let mut lanes = Vec::with_capacity(count);
+        for i in 0..count {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
             let (app, header_timer) = (app.clone(), header_timer.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("hookd-http-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
-                        while let Some((std_stream, a, counted)) = rx.recv().await {
-                            let Accepted { remote, permit } = a;
-                            let app = app.clone();
-                            let stopping = app.shutdown.clone();
-                            let header_timer = header_timer.clone();
+                        while let Some(a) = rx.recv().await {
+                            let (app, header_timer) = (app.clone(), header_timer.clone());
                             tokio::spawn(async move {
-                                match TcpStream::from_std(std_stream) {
+                                let remote = a.remote;
+                                match TcpStream::from_std(a.stream) {
                                     Ok(stream) => {
-                                        connection(app, stream, remote, stopping, header_timer)
-                                            .await
+                                        connection(app, stream, remote, header_timer).await
                                     }
                                     Err(e) => tracing::warn!(
                                         "cannot serve the connection from {remote}: {e}"
                                     ),
                                 }
-                                drop((permit, counted));
+                                drop((a.permit, a.counted));
                             });
                         }
                     });
@@ -183,7 +182,7 @@ impl Lanes {
 
     /// Gives the connection to the lane with the fewest open, starting the search one lane on
     /// from the last choice so that ties rotate.
-    fn hand(&mut self, stream: TcpStream, a: Accepted) {
+    fn hand(&mut self, stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit) {
         self.next = (self.next + 1) % self.lanes.len();
         let open: Vec<usize> = self
             .lanes
@@ -192,10 +191,15 @@ impl Lanes {
             .collect();
         let lane = &self.lanes[least_open(&open, self.next)];
         match stream.into_std() {
-            Ok(s) => {
-                let _ = lane.tx.send((s, a, Counted::new(&lane.open)));
+            Ok(stream) => {
+                let _ = lane.tx.send(Accepted {
+                    stream,
+                    remote,
+                    permit,
+                    counted: Counted::new(&lane.open),
+                });
             }
-            Err(e) => tracing::warn!("cannot hand over the connection from {}: {e}", a.remote),
+            Err(e) => tracing::warn!("cannot hand over the connection from {remote}: {e}"),
         }
     }
 
@@ -222,9 +226,9 @@ async fn connection(
     app: Arc<App>,
     stream: TcpStream,
     remote: SocketAddr,
-    stopping: CancellationToken,
     header_timer: CoarseTimer,
 ) {
+    let stopping = app.shutdown.clone();
     let _ = stream.set_nodelay(true);
     let timeout = app.config.header_read_timeout;
     // hyper's own header timeout does not cover protocol detection, so a client that connects
