@@ -59,6 +59,8 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     readers: reader::Pool,
     shared: Arc<Shared>,
+    /// Appended to by `capture` on the receiving thread; synced by the writer.
+    segments: Arc<segments::Segments>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// The workers' end of `Shared::runs`, until they take it.
     run_queue: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
@@ -125,7 +127,7 @@ impl Store {
             );
         }
         let (moved, deleted) = dirs.recover(&conn)?;
-        let segments = segments::Segments::open(&dirs.segments)?;
+        let segments = Arc::new(segments::Segments::open(&dirs.segments)?);
         if moved + deleted > 0 {
             tracing::info!(moved, deleted, "settled body files left by an unclean stop");
         }
@@ -165,10 +167,11 @@ impl Store {
         let wrap = checkpointer.watch(&mut conn)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_shared = shared.clone();
+        let writer_segments = segments.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
             .spawn(move || {
-                let conn = writer::run(conn, rx, writer_shared, &wrap, segments);
+                let conn = writer::run(conn, rx, writer_shared, &wrap, writer_segments);
                 // Stop the periodic checkpoints, then fold the whole WAL into the database so a
                 // clean stop leaves a single file.
                 drop(checkpointer);
@@ -181,6 +184,7 @@ impl Store {
                 writer: tx,
                 readers,
                 shared,
+                segments,
                 writer_thread: Mutex::new(Some(thread)),
                 run_queue: Mutex::new(Some(run_queue)),
                 _lock: lock,
@@ -222,7 +226,17 @@ impl Store {
     }
 
     /// Commits a captured request; returns once it is on disk (or found to be a duplicate).
-    pub async fn capture(&self, c: Capture) -> Result<Captured, StoreError> {
+    pub async fn capture(&self, mut c: Capture) -> Result<Captured, StoreError> {
+        // Copying a mid-sized body into its segment happens here, on the receiving thread, in
+        // parallel with the other lanes; the writer's serial path keeps only the sync. Even for
+        // a request that may turn out to be a repeat (most senders send an idempotency key): a
+        // repeat's row is never written, and its bytes stay in the segment unread.
+        if let CapturedBody::Inline(b) = &c.body
+            && CapturedBody::goes_to_segment(b.len())
+            && c.rejected.is_none()
+        {
+            c.body = CapturedBody::Segment(self.inner.segments.append(b)?);
+        }
         match self.write(Op::Capture(Box::new(c))).await? {
             Outcome::Captured(s) => Ok(Captured::Stored(s)),
             Outcome::Duplicate(id) => Ok(Captured::Duplicate(id)),
