@@ -642,6 +642,73 @@ mod tests {
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
     }
 
+    /// A mid-sized body is appended to its segment before the store sees its capture (by the
+    /// receiving task); the writer must still sync it before the row commits and the sender is
+    /// answered. Checked through the segment's synced mark, since only a power cut would show it.
+    #[tokio::test]
+    async fn mid_sized_bodies_are_synced_before_their_capture_is_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_for_test(dir.path(), Bus::default());
+        let (w, _) = store
+            .put_webhook(WebhookPut {
+                event_key: Some("a.b".into()),
+                default_max_payload_length: 100,
+                ..WebhookPut::default()
+            })
+            .await
+            .expect("put");
+        let mid = |i: u8| {
+            let body: Vec<u8> = (0..20_000u32).map(|j| (j as u8) ^ i).collect();
+            let mut c = capture(&w.uuid, b"");
+            c.size = body.len() as u64;
+            c.body = CapturedBody::Inline(Bytes::from(body));
+            c
+        };
+        let mut end = 0;
+        for i in 0..3 {
+            assert!(matches!(
+                store.capture(mid(i)).await,
+                Ok(Captured::Stored(_))
+            ));
+            end += 20_000;
+            let (id, len, synced) = store.inner.segments.tail().expect("a segment");
+            assert_eq!((id, len), (1, end));
+            assert!(
+                synced >= end,
+                "answered with {synced} of {end} bytes synced"
+            );
+        }
+        // Several at once, in one or more batches.
+        let results = futures_util::future::join_all((3..11).map(|i| store.capture(mid(i)))).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(Captured::Stored(_)))));
+        let (_, len, synced) = store.inner.segments.tail().expect("a segment");
+        assert_eq!((len, synced), (11 * 20_000, 11 * 20_000));
+        // And the rows point at exactly their bodies.
+        let rows: Vec<(i64, i64)> = store
+            .read(|c| {
+                let mut st = c.prepare(
+                    "SELECT body_offset, length(body) IS NULL FROM messages ORDER BY seq",
+                )?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 11);
+        let file = std::fs::read(segments::path(&dir.path().join("segments"), 1)).expect("segment");
+        for (i, (offset, no_inline_body)) in rows.iter().enumerate() {
+            assert_eq!(*no_inline_body, 1);
+            let at = *offset as usize;
+            if i < 3 {
+                assert_eq!(at, i * 20_000, "sequential captures append in order");
+            }
+            let first = file[at];
+            let want: Vec<u8> = (0..20_000u32).map(|j| (j as u8) ^ first).collect();
+            assert_eq!(&file[at..at + 20_000], &want[..]);
+        }
+        store.shutdown().await;
+    }
+
     /// Receiving does not hash parts; the first reader of a file-stored body computes the hashes
     /// of its file parts from the file, and once stored, later readers read none of it again.
     #[tokio::test]

@@ -64,6 +64,8 @@ pub struct Segment {
     broken: AtomicBool,
     /// Bytes before this offset have been dropped from the page cache (only the writer moves it).
     dropped: AtomicU64,
+    /// The end of the furthest append synced so far.
+    synced: AtomicU64,
 }
 
 /// A body's bytes in a segment: durable once the writer has synced it (see [`Segments::sync`]).
@@ -185,9 +187,18 @@ impl Segments {
             }
         }
         for (segment, end) in synced {
+            segment.synced.fetch_max(end, Ordering::Relaxed);
             segment.drop_cached(end);
         }
         Ok(())
+    }
+
+    /// The current segment's id, bytes reserved in it, and how far it is synced.
+    #[cfg(test)]
+    pub fn tail(&self) -> Option<(u32, u64, u64)> {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let s = tail.current.as_ref()?;
+        Some((s.id, tail.len, s.synced.load(Ordering::Relaxed)))
     }
 }
 
@@ -199,6 +210,7 @@ impl Segment {
             new: AtomicBool::new(new),
             broken: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
         }
     }
 
