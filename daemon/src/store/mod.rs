@@ -235,7 +235,11 @@ impl Store {
             && CapturedBody::goes_to_segment(b.len())
             && c.rejected.is_none()
         {
-            c.body = CapturedBody::Segment(self.inner.segments.append(b)?);
+            // Failing here is failing to commit (a full disk, say), as when the writer appended.
+            let appended = self.inner.segments.append(b).map_err(|e| {
+                StoreError::Commit(format!("writing the body to its segment failed: {e}"))
+            })?;
+            c.body = CapturedBody::Segment(appended);
         }
         match self.write(Op::Capture(Box::new(c))).await? {
             Outcome::Captured(s) => Ok(Captured::Stored(s)),
