@@ -137,7 +137,8 @@ pub(super) fn insert(
         .then(|| serde_json::to_string(&c.parts).unwrap_or_else(|_| "[]".into()));
     let (body_file, body, segment) = match &c.body {
         // A rejection keeps only the body's head, shorter than `size`, which the segment
-        // readers rely on: it stays in the row (rejections are rate-capped, so rare).
+        // readers rely on: it stays in the row (rejections are rate-capped, so rare). Other
+        // mid-sized bodies arrive appended (`Store::capture`); one that was not is appended here.
         CapturedBody::Inline(b)
             if CapturedBody::goes_to_segment(b.len()) && c.rejected.is_none() =>
         {

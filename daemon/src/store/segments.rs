@@ -9,7 +9,8 @@
 //! then syncs every segment its batch's rows point into, and only then commits the rows, so a
 //! committed row never points at bytes that are not on disk. Bytes no row points at (a crash
 //! before the commit, a request dropped after its append, a repeat the writer turned away, a
-//! failed write) are never read, and later appends go after them. Segments are only ever appended to.
+//! failed write) are never read, and later appends go after them. Segments are only ever
+//! appended to.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
