@@ -60,8 +60,8 @@ pub struct Segment {
     file: File,
     /// Created since the writer last synced the directory: its entry must reach the disk too.
     new: AtomicBool,
-    /// A write or sync on it failed: what reached the disk is unknown, so nothing more is
-    /// appended to it (bodies already written are still synced and committed).
+    /// A sync of it failed: what reached the disk is unknown (and a later sync may not say so),
+    /// so nothing more is appended to it; bodies already written are still synced for their rows.
     broken: AtomicBool,
     /// Bytes before this offset have been dropped from the page cache (only the writer moves it).
     dropped: AtomicU64,
@@ -130,10 +130,9 @@ impl Segments {
     /// Appends `bytes` to the current segment. Not durable until the writer syncs it.
     pub fn append(&self, bytes: &[u8]) -> io::Result<Appended> {
         let (segment, offset) = self.reserve(bytes.len() as u64)?;
-        if let Err(e) = segment.file.write_all_at(bytes, offset) {
-            segment.broken.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
+        // A failed write (a full disk, say) leaves a range no row will point at; the segment
+        // stays in use, or a full disk would start a new file for every request it refuses.
+        segment.file.write_all_at(bytes, offset)?;
         Ok(Appended {
             segment,
             offset,
@@ -316,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_whose_write_or_sync_failed_is_never_appended_to_again() {
+    fn a_segment_whose_sync_failed_is_never_appended_to_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let segs = Segments::open(dir.path()).expect("open");
         let a = segs.append(b"a").expect("append");
