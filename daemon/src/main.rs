@@ -47,6 +47,13 @@ fn main() -> ExitCode {
 }
 
 fn daemon(over: &Overrides) -> anyhow::Result<()> {
+    // A file size limit (`ulimit -f`, systemd's LimitFSIZE=) would otherwise kill the daemon
+    // mid-write with SIGXFSZ; ignored, the write fails with EFBIG and the request gets a 503,
+    // like any other full disk, while what is stored stays readable.
+    // SAFETY: sets a signal's disposition to "ignore" before any thread starts; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG")

@@ -73,6 +73,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// A TOML config file's contents (written beside the data dir and passed with --config).
     pub config: Option<String>,
+    /// A limit on the size of any file the daemon writes (`RLIMIT_FSIZE`): a disk that fills up.
+    pub max_file_size: Option<u64>,
 }
 
 impl Options {
@@ -154,6 +156,23 @@ impl Daemon {
         }
         for (k, v) in &self.options.env {
             cmd.env(k, v);
+        }
+        if let Some(max) = self.options.max_file_size {
+            // SAFETY: runs in the forked child before exec and only calls setrlimit, which is
+            // async-signal-safe; nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: max,
+                        rlim_max: max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn hookd");
         let stdout = child.stdout.take().expect("stdout");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hookd_e2e::{Daemon, noise};
+use hookd_e2e::{Daemon, Options, error_message, noise};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 
@@ -254,4 +254,76 @@ async fn a_stop_finishes_the_request_in_flight_and_stores_it() {
 
     d.start_again().await;
     assert_eq!(d.raw("message.body", json!({"id": id})).await.1, body);
+}
+
+/// A disk that fills up (here a file size limit on the daemon, `RLIMIT_FSIZE`, whose writes then
+/// fail with EFBIG as they would with ENOSPC): every refused request gets a 503 that says nothing
+/// was stored, the daemon keeps running, a refused request leaves no file behind (in `incoming/`,
+/// or as one more segment file per request), and every body answered 200 reads back exactly.
+#[tokio::test]
+async fn a_disk_that_fills_up_refuses_with_503_and_keeps_everything_stored() {
+    let d = Daemon::start_with(Options {
+        max_file_size: Some(4 << 20),
+        ..Options::default()
+    })
+    .await;
+    let (url, _) = d.webhook("webhook.full").await;
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for seed in 0..200 {
+        // Mid-sized: appended to a segment file, which hits the limit first.
+        let body = noise(60_000, seed);
+        let (status, r) = d.post(&url, body.clone()).await;
+        match status {
+            200 => {
+                assert_eq!(refused, 0, "stored again after a refusal: {r}");
+                stored.push((r["messageId"].as_str().expect("id").to_string(), body));
+            }
+            503 => {
+                assert_eq!(r["error"]["code"], "unavailable", "{r}");
+                assert!(
+                    error_message(&r).contains("nothing was stored"),
+                    "{}",
+                    error_message(&r)
+                );
+                refused += 1;
+                if refused == 10 {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other}: {r}"),
+        }
+    }
+    assert_eq!(refused, 10);
+    assert!(
+        stored.len() >= 40,
+        "only {} stored before the limit",
+        stored.len()
+    );
+    let segments = std::fs::read_dir(d.dir.join("segments"))
+        .expect("segments")
+        .count();
+    assert_eq!(segments, 1, "refused appends started new segment files");
+
+    // A large body streams to a file of its own, which hits the limit too.
+    let (status, r) = d.post(&url, noise(5 << 20, 999)).await;
+    assert_eq!(status, 503, "{r}");
+    assert!(
+        error_message(&r).contains("could not be written to disk"),
+        "{r}"
+    );
+    let incoming = std::fs::read_dir(d.dir.join("incoming"))
+        .expect("incoming")
+        .count();
+    assert_eq!(incoming, 0, "a refused body's file was left in incoming/");
+
+    let listed = d.ok("message.list", json!({"limit": 1000})).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(stored.len()));
+    for (id, body) in &stored {
+        assert_eq!(
+            &d.raw("message.body", json!({"id": id})).await.1,
+            body,
+            "{id}"
+        );
+    }
 }

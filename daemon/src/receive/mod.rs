@@ -338,7 +338,10 @@ fn sink_error(limit: u64, e: SinkError) -> Error {
             "the body exceeds this webhook's limit of {limit} bytes; nothing was stored"
         )),
         SinkError::Multipart(m) => Error::BadRequest(format!("{m}; nothing was stored")),
-        SinkError::Io(io) => Error::from(io),
+        // Most often a full disk: the sender should retry later, as for a failed commit.
+        SinkError::Io(io) => Error::Unavailable(format!(
+            "the body could not be written to disk ({io}); nothing was stored"
+        )),
     }
 }
 
