@@ -36,8 +36,15 @@ where
             match crate::receive::receive(&app, parts, body, remote).await {
                 Ok(r) => Ok(json_response(StatusCode::OK, &r)),
                 // The body may be half-read: close, so the client cannot reuse the connection
-                // with the rest of that body still in flight.
-                Err(e @ (Error::PayloadTooLarge(_) | Error::BadRequest(_) | Error::Timeout(_))) => {
+                // with the rest of that body still in flight (a 503 may come from a full disk
+                // mid-body).
+                Err(
+                    e @ (Error::PayloadTooLarge(_)
+                    | Error::BadRequest(_)
+                    | Error::Timeout(_)
+                    | Error::Unavailable(_)
+                    | Error::Internal(_)),
+                ) => {
                     let mut r = error::response(&e);
                     r.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));

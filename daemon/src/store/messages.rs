@@ -14,7 +14,7 @@ use super::StoreError;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
 use super::pipelines::{self, Listeners};
-use super::segments::{Appended, SEGMENT_MIN, Segments};
+use super::segments::{SEGMENT_MIN, Segments};
 use super::webhooks::RECEIVE_PATH;
 use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
@@ -66,15 +66,6 @@ pub enum CapturedBody {
     Inline(Bytes),
     /// Larger ones into `incoming/<id>` (already fsynced), moved to `files/<id>` on commit.
     File(String),
-    /// Mid-sized ones appended to a segment by the receiving thread (synced before the commit).
-    Segment(Appended),
-}
-
-impl CapturedBody {
-    /// Whether a body this long belongs in a segment rather than the row (see `segments.rs`).
-    pub fn goes_to_segment(len: usize) -> bool {
-        len > SEGMENT_MIN
-    }
 }
 
 /// A request that `webhook.receive` accepted and wants committed.
@@ -108,7 +99,7 @@ pub(super) fn insert(
     conn: &Connection,
     c: Capture,
     now: i64,
-    segments: &Segments,
+    segments: &mut Segments,
 ) -> Result<Applied, StoreError> {
     if let Some((key, window)) = &c.dedupe {
         let earlier: Option<(i64, i64)> = conn
@@ -137,16 +128,12 @@ pub(super) fn insert(
         .then(|| serde_json::to_string(&c.parts).unwrap_or_else(|_| "[]".into()));
     let (body_file, body, segment) = match &c.body {
         // A rejection keeps only the body's head, shorter than `size`, which the segment
-        // readers rely on: it stays in the row (rejections are rate-capped, so rare). Other
-        // mid-sized bodies arrive appended (`Store::capture`); one that was not is appended here.
-        CapturedBody::Inline(b)
-            if CapturedBody::goes_to_segment(b.len()) && c.rejected.is_none() =>
-        {
+        // readers rely on: it stays in the row (rejections are rate-capped, so rare).
+        CapturedBody::Inline(b) if b.len() > SEGMENT_MIN && c.rejected.is_none() => {
             (None, None, Some(segments.append(b)?))
         }
         CapturedBody::Inline(b) => (None, Some(&b[..]), None),
         CapturedBody::File(id) => (Some(id.as_str()), None, None),
-        CapturedBody::Segment(a) => (None, None, Some(a.clone())),
     };
     let (status, verification) = match &c.rejected {
         Some(_) => ("rejected", "failed"),
@@ -177,8 +164,8 @@ pub(super) fn insert(
         body_file,
         body,
         c.rejected,
-        segment.as_ref().map(Appended::id),
-        segment.as_ref().map(|a| a.offset() as i64),
+        segment.map(|(id, _)| id),
+        segment.map(|(_, at)| at as i64),
     ])?;
     let seq = conn.last_insert_rowid();
     if let Some((key, _)) = &c.dedupe {
@@ -213,7 +200,6 @@ pub(super) fn insert(
     };
     let mut applied = Applied::new(Outcome::Captured(summary));
     applied.events.push(event);
-    applied.appended = segment;
     applied.runs = runs.into_iter().map(|(seq, _)| seq).collect();
     if !rejected {
         applied.counted = Some(counted);
@@ -537,7 +523,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("open");
         super::super::schema::migrate(&mut conn).expect("migrate");
         let dir = tempfile::tempdir().expect("tempdir");
-        let segs = Segments::open(dir.path()).expect("segments");
+        let mut segs = Segments::open(dir.path()).expect("segments");
         let own = "uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
         let cases = [
             (RECEIVE_PATH, own, ("", "#")),
@@ -560,13 +546,13 @@ mod tests {
             ),
         ];
         // An id is found only with its own time, not by its seq alone.
-        insert(&conn, capture("/", ""), 0, &segs).expect("insert");
+        insert(&conn, capture("/", ""), 0, &mut segs).expect("insert");
         let seq = conn.last_insert_rowid();
         let at = 1_700_000_000_000;
         assert!(get(&conn, message_id(at, seq)).expect("get").is_some());
         assert!(get(&conn, message_id(at + 1, seq)).expect("get").is_none());
         for (path, query, stored) in cases {
-            insert(&conn, capture(path, query), 0, &segs).expect("insert");
+            insert(&conn, capture(path, query), 0, &mut segs).expect("insert");
             let seq = conn.last_insert_rowid();
             let raw: (String, String) = conn
                 .query_row(
@@ -580,7 +566,7 @@ mod tests {
             assert_eq!((rec.path.as_str(), rec.query.as_str()), (path, query));
         }
         // Rows stored before the encoding hold the full texts and must read back unchanged.
-        insert(&conn, capture(RECEIVE_PATH, own), 0, &segs).expect("insert");
+        insert(&conn, capture(RECEIVE_PATH, own), 0, &mut segs).expect("insert");
         let seq = conn.last_insert_rowid();
         conn.execute(
             "UPDATE messages SET path = ?1, query = ?2 WHERE seq = ?3",

@@ -59,8 +59,6 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     readers: reader::Pool,
     shared: Arc<Shared>,
-    /// Appended to by `capture` on the receiving thread; synced by the writer.
-    segments: Arc<segments::Segments>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// The workers' end of `Shared::runs`, until they take it.
     run_queue: Mutex<Option<mpsc::UnboundedReceiver<i64>>>,
@@ -127,7 +125,7 @@ impl Store {
             );
         }
         let (moved, deleted) = dirs.recover(&conn)?;
-        let segments = Arc::new(segments::Segments::open(&dirs.segments)?);
+        let segments = segments::Segments::open(&dirs.segments)?;
         if moved + deleted > 0 {
             tracing::info!(moved, deleted, "settled body files left by an unclean stop");
         }
@@ -167,11 +165,10 @@ impl Store {
         let wrap = checkpointer.watch(&mut conn)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_shared = shared.clone();
-        let writer_segments = segments.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
             .spawn(move || {
-                let conn = writer::run(conn, rx, writer_shared, &wrap, writer_segments);
+                let conn = writer::run(conn, rx, writer_shared, &wrap, segments);
                 // Stop the periodic checkpoints, then fold the whole WAL into the database so a
                 // clean stop leaves a single file.
                 drop(checkpointer);
@@ -184,7 +181,6 @@ impl Store {
                 writer: tx,
                 readers,
                 shared,
-                segments,
                 writer_thread: Mutex::new(Some(thread)),
                 run_queue: Mutex::new(Some(run_queue)),
                 _lock: lock,
@@ -226,21 +222,7 @@ impl Store {
     }
 
     /// Commits a captured request; returns once it is on disk (or found to be a duplicate).
-    pub async fn capture(&self, mut c: Capture) -> Result<Captured, StoreError> {
-        // Copying a mid-sized body into its segment happens here, on the receiving thread, in
-        // parallel with the other lanes; the writer's serial path keeps only the sync. Even for
-        // a request that may turn out to be a repeat (most senders send an idempotency key): a
-        // repeat's row is never written, and its bytes stay in the segment unread.
-        if let CapturedBody::Inline(b) = &c.body
-            && CapturedBody::goes_to_segment(b.len())
-            && c.rejected.is_none()
-        {
-            // Failing here is failing to commit (a full disk, say), as when the writer appended.
-            let appended = self.inner.segments.append(b).map_err(|e| {
-                StoreError::Commit(format!("writing the body to its segment failed: {e}"))
-            })?;
-            c.body = CapturedBody::Segment(appended);
-        }
+    pub async fn capture(&self, c: Capture) -> Result<Captured, StoreError> {
         match self.write(Op::Capture(Box::new(c))).await? {
             Outcome::Captured(s) => Ok(Captured::Stored(s)),
             Outcome::Duplicate(id) => Ok(Captured::Duplicate(id)),
@@ -644,73 +626,6 @@ mod tests {
         assert_eq!(logged, 3);
         store.shutdown().await;
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
-    }
-
-    /// A mid-sized body is appended to its segment before the store sees its capture (by the
-    /// receiving task); the writer must still sync it before the row commits and the sender is
-    /// answered. Checked through the segment's synced mark, since only a power cut would show it.
-    #[tokio::test]
-    async fn mid_sized_bodies_are_synced_before_their_capture_is_answered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = open_for_test(dir.path(), Bus::default());
-        let (w, _) = store
-            .put_webhook(WebhookPut {
-                event_key: Some("a.b".into()),
-                default_max_payload_length: 100,
-                ..WebhookPut::default()
-            })
-            .await
-            .expect("put");
-        let mid = |i: u8| {
-            let body: Vec<u8> = (0..20_000u32).map(|j| (j as u8) ^ i).collect();
-            let mut c = capture(&w.uuid, b"");
-            c.size = body.len() as u64;
-            c.body = CapturedBody::Inline(Bytes::from(body));
-            c
-        };
-        let mut end = 0;
-        for i in 0..3 {
-            assert!(matches!(
-                store.capture(mid(i)).await,
-                Ok(Captured::Stored(_))
-            ));
-            end += 20_000;
-            let (id, len, synced) = store.inner.segments.tail().expect("a segment");
-            assert_eq!((id, len), (1, end));
-            assert!(
-                synced >= end,
-                "answered with {synced} of {end} bytes synced"
-            );
-        }
-        // Several at once, in one or more batches.
-        let results = futures_util::future::join_all((3..11).map(|i| store.capture(mid(i)))).await;
-        assert!(results.iter().all(|r| matches!(r, Ok(Captured::Stored(_)))));
-        let (_, len, synced) = store.inner.segments.tail().expect("a segment");
-        assert_eq!((len, synced), (11 * 20_000, 11 * 20_000));
-        // And the rows point at exactly their bodies.
-        let rows: Vec<(i64, i64)> = store
-            .read(|c| {
-                let mut st = c.prepare(
-                    "SELECT body_offset, length(body) IS NULL FROM messages ORDER BY seq",
-                )?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
-            .expect("rows");
-        assert_eq!(rows.len(), 11);
-        let file = std::fs::read(segments::path(&dir.path().join("segments"), 1)).expect("segment");
-        for (i, (offset, no_inline_body)) in rows.iter().enumerate() {
-            assert_eq!(*no_inline_body, 1);
-            let at = *offset as usize;
-            if i < 3 {
-                assert_eq!(at, i * 20_000, "sequential captures append in order");
-            }
-            let first = file[at];
-            let want: Vec<u8> = (0..20_000u32).map(|j| (j as u8) ^ first).collect();
-            assert_eq!(&file[at..at + 20_000], &want[..]);
-        }
-        store.shutdown().await;
     }
 
     /// Receiving does not hash parts; the first reader of a file-stored body computes the hashes

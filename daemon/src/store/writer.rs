@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Wrap;
 use super::messages::{self, Capture};
-use super::segments::{Appended, Segments};
+use super::segments::Segments;
 use super::tokens::{self, TokenRow};
 use super::webhooks::{self, WebhookPut, WebhookRow};
 use super::{Shared, StoreError, write_lock};
@@ -67,7 +67,7 @@ impl Op {
         match self {
             Op::Capture(c) => match &c.body {
                 super::CapturedBody::File(id) => Some(id.clone()),
-                super::CapturedBody::Inline(_) | super::CapturedBody::Segment(_) => None,
+                super::CapturedBody::Inline(_) => None,
             },
             _ => None,
         }
@@ -105,8 +105,6 @@ pub(crate) struct Applied {
     pub counted: Option<(String, i64)>,
     /// Executions queued for the workers, handed to them after the commit.
     pub runs: Vec<i64>,
-    /// Segment bytes the row points at: synced before the commit.
-    pub appended: Option<Appended>,
 }
 
 /// A change to make outside SQLite once the transaction has committed.
@@ -128,7 +126,6 @@ impl Applied {
             effects: Vec::new(),
             counted: None,
             runs: Vec::new(),
-            appended: None,
         }
     }
 }
@@ -139,7 +136,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     wrap: &Wrap,
-    segments: Arc<Segments>,
+    mut segments: Segments,
 ) -> Connection {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -153,7 +150,7 @@ pub(crate) fn run(
             }
         }
         let stop = batch.iter().any(|j| matches!(j.op, Op::Shutdown));
-        commit_batch(&mut conn, &mut batch, &shared, &segments);
+        commit_batch(&mut conn, &mut batch, &shared, &mut segments);
         if stop {
             rx.close();
             // Answer whatever raced in behind the shutdown instead of leaving it hanging.
@@ -169,7 +166,12 @@ pub(crate) fn run(
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, shared: &Shared, segments: &Segments) {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    shared: &Shared,
+    segments: &mut Segments,
+) {
     let mut results = Vec::with_capacity(batch.len());
     let mut pending = std::mem::take(batch).into_iter();
     if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared, segments) {
@@ -233,11 +235,10 @@ fn apply_batch(
     pending: &mut std::vec::IntoIter<Job>,
     results: &mut Vec<(Reply, Result<Applied, StoreError>, Option<String>)>,
     shared: &Shared,
-    segments: &Segments,
+    segments: &mut Segments,
 ) -> Result<(), StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut counted = Vec::new();
-    let mut appended = Vec::new();
     for job in pending.by_ref() {
         let file = job.op.body_file();
         let applied = if matches!(job.op, Op::Capture(_)) {
@@ -259,7 +260,6 @@ fn apply_batch(
         let file = match &applied {
             Ok(a) => {
                 counted.extend(a.counted.clone());
-                appended.extend(a.appended.clone());
                 file
             }
             Err(_) => {
@@ -271,7 +271,7 @@ fn apply_batch(
     }
     messages::count(&tx, &counted)?;
     // Rows may point into the segments: their bytes reach the disk first.
-    segments.sync(&appended)?;
+    segments.sync()?;
     tx.commit()?;
     Ok(())
 }
@@ -280,7 +280,7 @@ fn apply(
     conn: &Connection,
     op: Op,
     shared: &Shared,
-    segments: &Segments,
+    segments: &mut Segments,
 ) -> Result<Applied, StoreError> {
     let now = crate::clock::now_ms();
     match op {
