@@ -30,6 +30,44 @@ pub const DEFAULT_SCHEDULE: [i64; 8] = [
     0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
 ];
 
+/// The first pause of attempts after one could not be recorded; each further failure doubles it.
+const HOLD_MIN: Duration = Duration::from_secs(1);
+/// The longest pause.
+const HOLD_MAX: Duration = Duration::from_secs(60);
+
+/// Pauses all attempts while their outcomes cannot be recorded (a full disk, say). An attempt
+/// that was not recorded is still due, so without a pause it would be sent again at once, in a
+/// loop: measured on a full disk, 20 pending deliveries kept a core busy, sent each again
+/// hundreds of times a second and logged 7,500 errors a second.
+#[derive(Debug, Default)]
+struct Hold {
+    until: Option<Instant>,
+    pause: Duration,
+}
+
+impl Hold {
+    /// Recording failed at `now`: pause twice as long as last time (from `HOLD_MIN` up to
+    /// `HOLD_MAX`), unless a pause is already running. Returns the pause.
+    fn failed(&mut self, now: Instant) -> Duration {
+        if self.until.is_some_and(|u| u > now) {
+            return self.pause;
+        }
+        self.pause = (self.pause * 2).clamp(HOLD_MIN, HOLD_MAX);
+        self.until = Some(now + self.pause);
+        self.pause
+    }
+
+    /// An attempt was recorded: the store writes again.
+    fn recorded(&mut self) {
+        *self = Hold::default();
+    }
+
+    /// How long attempts must still wait at `now`.
+    fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.until.filter(|u| *u > now).map(|u| u - now)
+    }
+}
+
 /// The delivery machinery.
 pub struct Deliverer {
     wake: Notify,
@@ -42,6 +80,7 @@ pub struct Deliverer {
     global: Arc<Semaphore>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     max_per_host: usize,
+    hold: Mutex<Hold>,
     /// Refuses private destinations unless configured.
     pub policy: Arc<Policy>,
     /// As `policy`, plus loopback when forwarding locally is on.
@@ -89,6 +128,7 @@ impl Deliverer {
             global: Arc::new(Semaphore::new(s.max_concurrency)),
             per_host: Mutex::new(HashMap::new()),
             max_per_host: s.max_per_host,
+            hold: Mutex::new(Hold::default()),
             strict: client(policy.clone())?,
             local: client(local_policy.clone())?,
             policy,
@@ -113,6 +153,14 @@ impl Deliverer {
 pub async fn run(app: Arc<App>) {
     let d = &app.deliverer;
     loop {
+        let held = d.hold.lock().ok().and_then(|h| h.remaining(Instant::now()));
+        if let Some(pause) = held {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = app.shutdown.cancelled() => return,
+            }
+            continue;
+        }
         let ended = d.ended.lock().map(|mut e| std::mem::take(&mut *e));
         if let (Ok(ended), Ok(mut in_flight)) = (ended, d.in_flight.lock()) {
             for seq in ended {
@@ -168,8 +216,19 @@ pub async fn run(app: Arc<App>) {
 async fn attempt(app: Arc<App>, row: DeliveryRow) {
     let seq = row.seq;
     let record = attempt_once(&app, &row).await;
-    if let Err(e) = app.store.record_attempt(record).await {
-        tracing::error!("recording an attempt of delivery {seq} failed (it will be retried): {e}");
+    let recorded = app.store.record_attempt(record).await;
+    if let Ok(mut hold) = app.deliverer.hold.lock() {
+        match &recorded {
+            Ok(_) => hold.recorded(),
+            Err(e) => {
+                let pause = hold.failed(Instant::now());
+                tracing::error!(
+                    "recording an attempt of delivery {seq} failed: {e}; attempts pause for {} s, \
+                     then this one is made again",
+                    pause.as_secs()
+                );
+            }
+        }
     }
     if let Ok(mut e) = app.deliverer.ended.lock() {
         e.push(seq);
@@ -403,6 +462,32 @@ fn httpdate(v: &str) -> Option<std::time::SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_pause_longer_each_time_their_outcomes_cannot_be_recorded() {
+        let t0 = Instant::now();
+        let mut hold = Hold::default();
+        assert_eq!(hold.remaining(t0), None);
+        assert_eq!(hold.failed(t0), Duration::from_secs(1));
+        assert_eq!(hold.remaining(t0), Some(Duration::from_secs(1)));
+        // Failures of attempts already under way do not stretch the running pause.
+        assert_eq!(
+            hold.failed(t0 + Duration::from_millis(500)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(hold.remaining(t0 + Duration::from_secs(1)), None);
+        let mut at = t0 + Duration::from_secs(1);
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            let p = hold.failed(at);
+            pauses.push(p.as_secs());
+            at += p;
+        }
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 60, 60, 60]);
+        hold.recorded();
+        assert_eq!(hold.remaining(at), None);
+        assert_eq!(hold.failed(at), Duration::from_secs(1));
+    }
 
     fn row(max: u32, schedule: Vec<i64>) -> DeliveryRow {
         DeliveryRow {
