@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use hookd_shared::{EventType, PayloadType, Role};
 use serde_json::Value;
@@ -293,6 +294,8 @@ pub async fn fire(
 /// instead of slowing the writer every receive waits for; the steady one keeps them moving
 /// however long the burst lasts.
 async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, steady: bool) {
+    // Grows while runs cannot start because the store cannot write (a full disk, say).
+    let mut pause = Duration::ZERO;
     loop {
         if !steady {
             tokio::select! {
@@ -308,18 +311,42 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
         let Some(seq) = next else {
             return;
         };
-        execute(&app, seq).await;
+        match execute(&app, seq).await {
+            Ok(()) => pause = Duration::ZERO,
+            Err(e) => {
+                // Still queued in the table: queued again here, so it runs once the store
+                // writes again instead of at the next start. Pausing keeps the workers from
+                // cycling through every queued run meanwhile.
+                pause = (pause * 2).clamp(START_PAUSE_MIN, START_PAUSE_MAX);
+                tracing::warn!(
+                    "execution {seq} could not start ({e}); this worker pauses {} s",
+                    pause.as_secs()
+                );
+                app.store.enqueue_runs([seq]);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = app.shutdown.cancelled() => return,
+                }
+            }
+        }
     }
 }
 
-/// Runs a queued execution to its end and records the outcome.
-pub async fn execute(app: &Arc<App>, seq: i64) {
+/// The first pause of a worker after a run could not start; each further failure doubles it.
+const START_PAUSE_MIN: Duration = Duration::from_secs(1);
+/// The longest such pause.
+const START_PAUSE_MAX: Duration = Duration::from_secs(60);
+
+/// Runs a queued execution to its end and records the outcome. An error means the store could
+/// not record its start (the run stays queued); a run that is no longer queued is skipped.
+pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
     let row = match app.store.start_execution(seq).await {
         Ok(r) => r,
-        Err(e) => {
+        Err(e @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Closed)) => {
             tracing::debug!("execution {seq} not started: {e}");
-            return;
+            return Ok(());
         }
+        Err(e) => return Err(e),
     };
     let outcome = prepare_and_run(app, &row).await;
     let finish = match outcome {
@@ -365,17 +392,49 @@ pub async fn execute(app: &Arc<App>, seq: i64) {
     };
     // The worker moves on once the record is queued: the writer's queue keeps it ahead of the
     // next run's start, and waiting for its commit too would halve what a worker can run.
-    let failed =
-        move |e: StoreError| tracing::error!("recording the end of execution {seq} failed: {e}");
+    let again = finish.clone();
     match app.store.finish_execution_queued(finish).await {
         Ok(committed) => {
+            let app = app.clone();
             tokio::spawn(async move {
                 if let Err(e) = committed.await {
-                    failed(e);
+                    record_end_again(&app, again, e).await;
                 }
             });
         }
-        Err(e) => failed(e),
+        Err(e) => record_end_again(app, again, e).await,
+    }
+    Ok(())
+}
+
+/// Every run is recorded: when the store could not record a run's end (a full disk, say), try
+/// again, pausing longer each time, until it can or the daemon stops (a run still `running` at
+/// the next start is marked failed then).
+async fn record_end_again(app: &Arc<App>, finish: Finish, first: StoreError) {
+    let seq = finish.seq;
+    let mut e = first;
+    let mut pause = Duration::ZERO;
+    loop {
+        if matches!(
+            e,
+            StoreError::Closed | StoreError::Invalid(_) | StoreError::NotFound(_)
+        ) {
+            tracing::error!("recording the end of execution {seq} failed: {e}");
+            return;
+        }
+        pause = (pause * 2).clamp(START_PAUSE_MIN, START_PAUSE_MAX);
+        tracing::warn!(
+            "recording the end of execution {seq} failed ({e}); trying again in {} s",
+            pause.as_secs()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        match app.store.finish_execution(finish.clone()).await {
+            Ok(_) => return,
+            Err(next) => e = next,
+        }
     }
 }
 
