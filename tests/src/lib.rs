@@ -327,6 +327,13 @@ impl Daemon {
             .expect("run hookd command")
     }
 
+    /// How many entries the data dir's `sub` folder holds (`files`, `incoming`, `segments`).
+    pub fn files_in(&self, sub: &str) -> usize {
+        std::fs::read_dir(self.dir.join(sub))
+            .unwrap_or_else(|e| panic!("{sub}/: {e}"))
+            .count()
+    }
+
     /// The temporary directory holding the data dir (for extra files such as configs).
     pub fn tmp(&self) -> &Path {
         self.tmp.path()

@@ -111,13 +111,9 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         assert!(got == *body, "message {id}: body differs after kill -9");
     }
     // Start-up settled every body file a crash left half-way.
-    let leftover = std::fs::read_dir(d.dir.join("incoming"))
-        .expect("incoming")
-        .count();
+    let leftover = d.files_in("incoming");
     assert_eq!(leftover, 0);
-    let stored = std::fs::read_dir(d.dir.join("files"))
-        .expect("files")
-        .count();
+    let stored = d.files_in("files");
     let listed = d.ok("message.list", json!({"limit": 1000})).await;
     let big = listed
         .as_array()
@@ -300,9 +296,7 @@ async fn a_disk_that_fills_up_refuses_with_503_and_keeps_everything_stored() {
         "only {} stored before the limit",
         stored.len()
     );
-    let segments = std::fs::read_dir(d.dir.join("segments"))
-        .expect("segments")
-        .count();
+    let segments = d.files_in("segments");
     assert_eq!(segments, 1, "refused appends started new segment files");
 
     // A large body streams to a file of its own, which hits the limit too.
@@ -312,9 +306,7 @@ async fn a_disk_that_fills_up_refuses_with_503_and_keeps_everything_stored() {
         error_message(&r).contains("could not be written to disk"),
         "{r}"
     );
-    let incoming = std::fs::read_dir(d.dir.join("incoming"))
-        .expect("incoming")
-        .count();
+    let incoming = d.files_in("incoming");
     assert_eq!(incoming, 0, "a refused body's file was left in incoming/");
 
     let listed = d.ok("message.list", json!({"limit": 1000})).await;

@@ -179,9 +179,7 @@ async fn a_multipart_body_with_binary_files_verifies_and_large_rejections_keep_6
         "the first 64 KiB are kept (got {} bytes)",
         kept.len()
     );
-    let leftover = std::fs::read_dir(d.dir.join("files"))
-        .expect("files")
-        .count();
+    let leftover = d.files_in("files");
     assert_eq!(leftover, 1, "only the accepted body's file is kept");
 }
 

@@ -30,11 +30,6 @@ pub const DEFAULT_SCHEDULE: [i64; 8] = [
     0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
 ];
 
-/// The first pause of attempts after one could not be recorded; each further failure doubles it.
-const HOLD_MIN: Duration = Duration::from_secs(1);
-/// The longest pause.
-const HOLD_MAX: Duration = Duration::from_secs(60);
-
 /// Pauses all attempts while their outcomes cannot be recorded (a full disk, say). An attempt
 /// that was not recorded is still due, so without a pause it would be sent again at once, in a
 /// loop: measured on a full disk, 20 pending deliveries kept a core busy, sent each again
@@ -46,13 +41,13 @@ struct Hold {
 }
 
 impl Hold {
-    /// Recording failed at `now`: pause twice as long as last time (from `HOLD_MIN` up to
-    /// `HOLD_MAX`), unless a pause is already running. Returns the pause.
+    /// Recording failed at `now`: pause for the next `store::retry_pause`, unless a pause is
+    /// already running. Returns the pause.
     fn failed(&mut self, now: Instant) -> Duration {
         if self.until.is_some_and(|u| u > now) {
             return self.pause;
         }
-        self.pause = (self.pause * 2).clamp(HOLD_MIN, HOLD_MAX);
+        self.pause = crate::store::retry_pause(self.pause);
         self.until = Some(now + self.pause);
         self.pause
     }

@@ -317,7 +317,7 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
                 // Still queued in the table: queued again here, so it runs once the store
                 // writes again instead of at the next start. Pausing keeps the workers from
                 // cycling through every queued run meanwhile.
-                pause = (pause * 2).clamp(START_PAUSE_MIN, START_PAUSE_MAX);
+                pause = crate::store::retry_pause(pause);
                 tracing::warn!(
                     "execution {seq} could not start ({e}); this worker pauses {} s",
                     pause.as_secs()
@@ -331,11 +331,6 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
         }
     }
 }
-
-/// The first pause of a worker after a run could not start; each further failure doubles it.
-const START_PAUSE_MIN: Duration = Duration::from_secs(1);
-/// The longest such pause.
-const START_PAUSE_MAX: Duration = Duration::from_secs(60);
 
 /// Runs a queued execution to its end and records the outcome. An error means the store could
 /// not record its start (the run stays queued); a run that is no longer queued is skipped.
@@ -422,7 +417,7 @@ async fn record_end_again(app: &Arc<App>, finish: Finish, first: StoreError) {
             tracing::error!("recording the end of execution {seq} failed: {e}");
             return;
         }
-        pause = (pause * 2).clamp(START_PAUSE_MIN, START_PAUSE_MAX);
+        pause = crate::store::retry_pause(pause);
         tracing::warn!(
             "recording the end of execution {seq} failed ({e}); trying again in {} s",
             pause.as_secs()

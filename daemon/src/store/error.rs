@@ -29,3 +29,11 @@ pub enum StoreError {
     )]
     InUse(std::path::PathBuf),
 }
+
+/// How long work that could not be recorded waits before writing again, given its last wait
+/// (zero at first): 1 s, doubling up to 60 s. A store that cannot write (a full disk, say) is not
+/// retried in a loop, and recovers within a minute once it can.
+pub fn retry_pause(last: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    (last * 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Synchronous;
 use crate::events::Bus;
-pub use error::StoreError;
+pub use error::{StoreError, retry_pause};
 pub use files::Dirs;
 pub use messages::{Capture, CapturedBody, PartRecord};
 pub use tokens::{TokenAuth, TokenRow};
