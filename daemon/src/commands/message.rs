@@ -185,6 +185,7 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
             sha256: p.sha256_hex(whole),
         })
         .collect();
+    let sha256 = rec.sha256_hex(whole);
     let (body, encoding) = encode_body(preview, truncated);
     let content_type = rec.summary.content_type.as_deref().unwrap_or("");
     let form: Vec<(String, String)> = if !rec.parts.is_empty() {
@@ -207,7 +208,7 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
         path: rec.path,
         headers: rec.headers,
         remote_addr: rec.remote_addr,
-        sha256: hex::encode(rec.sha256),
+        sha256,
         body,
         encoding,
         body_truncated: truncated,

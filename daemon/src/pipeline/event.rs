@@ -163,7 +163,7 @@ mod tests {
             query: "uuid=w1&tag=a&tag=b".into(),
             headers: vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
             remote_addr: "127.0.0.1:1".into(),
-            sha256: [0; 32],
+            sha256: None,
             parts,
             body: StoredBody::Inline(Vec::new()),
         }

@@ -355,6 +355,11 @@ impl From<std::io::Error> for SinkError {
 struct Sink {
     limit: u64,
     size: u64,
+    /// Fed only once the body spills to a file. A body that stays in memory (at most
+    /// `INLINE_MAX`) is hashed when `message.get` reads it: hashing every byte here was a fifth of
+    /// the CPU of a 31 KiB multipart receive (docs/BENCHMARKS.md, target 3), for a hash few
+    /// messages are ever asked for; a file body is hashed on its way in, as reading it back
+    /// would cost a read of the whole file.
     hasher: Sha256,
     mem: BytesMut,
     /// The first `INLINE_MAX` bytes once the body spilled to a file (for rejection records).
@@ -376,7 +381,6 @@ impl Sink {
         if self.size > self.limit {
             return Err(SinkError::TooLarge);
         }
-        self.hasher.update(&chunk);
         if let Some(p) = self.parser.as_mut() {
             p.feed(&chunk).map_err(SinkError::Multipart)?;
         }
@@ -387,6 +391,7 @@ impl Sink {
             Some(s) => {
                 let room = INLINE_MAX.saturating_sub(self.head.len());
                 self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.hasher.update(&chunk);
                 s.file.write_all(&chunk).await?
             }
             None => self.mem.extend_from_slice(&chunk),
@@ -403,6 +408,7 @@ impl Sink {
         };
         let file = tokio::fs::File::create(&path).await?;
         let mut file = tokio::io::BufWriter::with_capacity(SPILL_BUFFER, file);
+        self.hasher.update(&self.mem);
         file.write_all(&self.mem).await?;
         self.head = std::mem::take(&mut self.mem);
         self.spill = Some(Spill { id, file, guard });
@@ -415,7 +421,7 @@ impl Sink {
             Some(p) => p.finish().map_err(SinkError::Multipart)?,
             None => Vec::new(),
         };
-        let sha256: [u8; 32] = self.hasher.finalize().into();
+        let sha256 = self.spill.is_some().then(|| self.hasher.finalize().into());
         let head_limit = |b: Bytes| b.slice(..b.len().min(INLINE_MAX));
         let (body, head, guard) = match self.spill {
             None => {
@@ -451,7 +457,8 @@ struct Finished {
     head: Bytes,
     /// Deletes the body file unless disarmed.
     guard: Option<TempFile>,
-    sha256: [u8; 32],
+    /// Only for a body in a file (see [`Sink`]).
+    sha256: Option<[u8; 32]>,
     size: u64,
     parts: Vec<multipart::ParsedPart>,
 }

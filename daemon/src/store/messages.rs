@@ -82,7 +82,8 @@ pub struct Capture {
     pub remote_addr: String,
     pub content_type: Option<String>,
     pub size: u64,
-    pub sha256: [u8; 32],
+    /// Known for a body received into a file; a body kept in memory is hashed when read.
+    pub sha256: Option<[u8; 32]>,
     pub parts: Vec<PartRecord>,
     pub body: CapturedBody,
     /// `none`, or `passed` when the webhook verifies signatures.
@@ -158,7 +159,8 @@ pub(super) fn insert(
         c.remote_addr,
         c.content_type,
         c.size as i64,
-        &c.sha256[..],
+        // An empty blob: hashed from the body when read (the column is NOT NULL since 1).
+        c.sha256.as_ref().map_or(&[][..], |h| &h[..]),
         file_count,
         parts,
         body_file,
@@ -348,11 +350,24 @@ pub struct MessageRecord {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub remote_addr: String,
-    pub sha256: [u8; 32],
+    /// As received; `None` for a body of at most 64 KiB (see [`MessageRecord::sha256_hex`]).
+    pub sha256: Option<[u8; 32]>,
     pub parts: Vec<PartRecord>,
     pub body: StoredBody,
     /// Milliseconds since the epoch, as in the message id.
     pub received_at: i64,
+}
+
+impl MessageRecord {
+    /// The body's SHA-256 in hex: as stored, else computed from `body`, the whole body (always
+    /// at hand for one of at most 64 KiB, the only kind stored without its hash).
+    pub fn sha256_hex(&self, body: Option<&[u8]>) -> String {
+        match (&self.sha256, body) {
+            (Some(h), _) => hex::encode(h),
+            (None, Some(b)) => hex::encode(Sha256::digest(b)),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// One message by id.
@@ -395,7 +410,7 @@ pub fn get_by_seq(conn: &Connection, seq: i64) -> Result<Option<MessageRecord>, 
                 summary,
                 headers: serde_json::from_str(&headers).unwrap_or_default(),
                 remote_addr: r.get(w + 3)?,
-                sha256: sha.try_into().unwrap_or([0; 32]),
+                sha256: sha.try_into().ok(),
                 parts: parts
                     .and_then(|p| serde_json::from_str(&p).ok())
                     .unwrap_or_default(),
@@ -508,7 +523,7 @@ mod tests {
             remote_addr: "127.0.0.1:1".into(),
             content_type: None,
             size: 0,
-            sha256: [0; 32],
+            sha256: None,
             parts: Vec::new(),
             body: CapturedBody::Inline(Bytes::new()),
             verification: "none",

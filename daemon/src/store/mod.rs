@@ -530,7 +530,7 @@ mod tests {
             remote_addr: "127.0.0.1:1".into(),
             content_type: None,
             size: body.len() as u64,
-            sha256: [0; 32],
+            sha256: None,
             parts: Vec::new(),
             body: CapturedBody::Inline(Bytes::from_static(body)),
             verification: "none",
