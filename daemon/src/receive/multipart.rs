@@ -60,8 +60,11 @@ pub struct Parser {
     delimiter_len: usize,
     boundary: String,
     state: State,
-    /// Unconsumed bytes.
+    /// Bytes not yet parsed: `buf[pos..]`. Consumed bytes are dropped once per chunk, not at
+    /// each part: dropping them at each part moved the rest of the chunk every time, the largest
+    /// copy on a lane under small multipart loads (docs/BENCHMARKS.md, target 3).
     buf: Vec<u8>,
+    pos: usize,
     /// Bytes consumed so far, counting the virtual CRLF put in front of the body so that the
     /// first boundary looks like every other delimiter.
     consumed: u64,
@@ -72,8 +75,7 @@ pub struct Parser {
 
 impl Parser {
     /// A parser for bodies delimited by `boundary`, allowing at most `max_parts` parts. Parts are
-    /// not hashed here: the receiver already hashes every byte once for the whole body, and a
-    /// part's hash is computed from the stored body when first asked for.
+    /// not hashed here: a part's hash is computed from the stored body when first asked for.
     pub fn new(boundary: &str, max_parts: usize) -> Parser {
         let delimiter = format!("\r\n--{boundary}").into_bytes();
         Parser {
@@ -82,6 +84,7 @@ impl Parser {
             boundary: boundary.to_string(),
             state: State::Preamble,
             buf: b"\r\n".to_vec(),
+            pos: 0,
             consumed: 0,
             max_parts,
             parts: Vec::new(),
@@ -95,7 +98,10 @@ impl Parser {
             return Ok(());
         }
         self.buf.extend_from_slice(chunk);
-        self.process()
+        let result = self.process();
+        self.buf.drain(..self.pos.min(self.buf.len()));
+        self.pos = 0;
+        result
     }
 
     /// Ends the body: every part, or an error if the closing boundary never came.
@@ -114,8 +120,18 @@ impl Parser {
     }
 
     fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
+        self.pos += n;
         self.consumed += n as u64;
+    }
+
+    /// The bytes not yet parsed.
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
     }
 
     /// Offset in the real body of `buf[i]`.
@@ -126,34 +142,34 @@ impl Parser {
     fn process(&mut self) -> Result<(), MultipartError> {
         loop {
             match self.state {
-                State::Preamble => match self.finder.find(&self.buf) {
+                State::Preamble => match self.finder.find(self.rest()) {
                     Some(i) => {
                         self.consume(i + self.delimiter_len);
                         self.state = State::AfterBoundary;
                     }
                     None => {
                         let keep = self.delimiter_len - 1;
-                        if self.buf.len() > keep {
-                            self.consume(self.buf.len() - keep);
+                        if self.rest().len() > keep {
+                            self.consume(self.rest().len() - keep);
                         }
                         return Ok(());
                     }
                 },
                 State::AfterBoundary => {
-                    if self.buf.len() < 2 {
+                    if self.rest().len() < 2 {
                         return Ok(());
                     }
-                    if self.buf.starts_with(b"--") {
+                    if self.rest().starts_with(b"--") {
                         self.consume(2);
                         self.state = State::Epilogue;
-                        self.buf.clear();
+                        self.clear();
                         return Ok(());
                     }
-                    let end = memmem::find(&self.buf, b"\r\n");
+                    let end = memmem::find(self.rest(), b"\r\n");
                     // Without the CRLF yet, the last byte may be its CR.
-                    let seen =
-                        end.unwrap_or(self.buf.len() - usize::from(self.buf.ends_with(b"\r")));
-                    let padding = &self.buf[..seen];
+                    let seen = end
+                        .unwrap_or(self.rest().len() - usize::from(self.rest().ends_with(b"\r")));
+                    let padding = &self.rest()[..seen];
                     if !padding.iter().all(|b| *b == b' ' || *b == b'\t') || padding.len() > 256 {
                         return Err(MultipartError::Malformed(
                             "a boundary line is followed by something other than CRLF".into(),
@@ -168,13 +184,13 @@ impl Parser {
                     }
                 }
                 State::Headers => {
-                    let end = if self.buf.starts_with(b"\r\n") {
+                    let end = if self.rest().starts_with(b"\r\n") {
                         Some(0)
                     } else {
-                        memmem::find(&self.buf, b"\r\n\r\n").map(|i| i + 2)
+                        memmem::find(self.rest(), b"\r\n\r\n").map(|i| i + 2)
                     };
                     let Some(end) = end else {
-                        if self.buf.len() > MAX_PART_HEADERS {
+                        if self.rest().len() > MAX_PART_HEADERS {
                             return Err(MultipartError::Malformed(format!(
                                 "a part's headers are larger than {} KiB",
                                 MAX_PART_HEADERS / 1024
@@ -185,19 +201,22 @@ impl Parser {
                     if self.parts.len() >= self.max_parts {
                         return Err(MultipartError::TooManyParts(self.max_parts));
                     }
-                    let mut part = parse_part_headers(&self.buf[..end + 2])?;
+                    let mut part = parse_part_headers(&self.rest()[..end + 2])?;
                     part.offset = self.offset_of(end + 2);
                     self.current = Some(part);
                     self.consume(end + 2);
                     self.state = State::Body;
                 }
                 State::Body => {
-                    let (data_len, found) = match self.finder.find(&self.buf) {
+                    let (data_len, found) = match self.finder.find(self.rest()) {
                         Some(i) => (i, true),
-                        None => (self.buf.len().saturating_sub(self.delimiter_len - 1), false),
+                        None => (
+                            self.rest().len().saturating_sub(self.delimiter_len - 1),
+                            false,
+                        ),
                     };
                     if let Some(cur) = self.current.as_mut() {
-                        let data = &self.buf[..data_len];
+                        let data = &self.buf[self.pos..self.pos + data_len];
                         cur.size += data.len() as u64;
                         if let Some(v) = cur.value.as_mut() {
                             if v.len() + data.len() <= MAX_FIELD_VALUE {
@@ -218,7 +237,7 @@ impl Parser {
                     self.state = State::AfterBoundary;
                 }
                 State::Epilogue => {
-                    self.buf.clear();
+                    self.clear();
                     return Ok(());
                 }
             }
