@@ -134,7 +134,7 @@ impl Parser {
         self.pos = 0;
     }
 
-    /// Offset in the real body of `buf[i]`.
+    /// Offset in the real body of `rest()[i]`.
     fn offset_of(&self, i: usize) -> u64 {
         (self.consumed + i as u64).saturating_sub(2)
     }
