@@ -16,6 +16,20 @@ async fn post(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) -> (u16,
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs `chunks` as a chunked body (no Content-Length).
+async fn post_chunked(
+    d: &Daemon,
+    url: &str,
+    chunks: Vec<Vec<u8>>,
+) -> reqwest::Result<reqwest::Response> {
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    d.http()
+        .post(url)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+}
+
 async fn message_id(d: &Daemon, url: &str, content_type: &str, body: Vec<u8>) -> String {
     let (status, v) = post(d, url, content_type, body).await;
     assert_eq!(status, 200, "{v}");
@@ -240,14 +254,7 @@ async fn every_body_reports_the_sha256_of_its_exact_bytes() {
     // No Content-Length: 30 KiB stays in memory; 200 KiB spills after its first 64 KiB.
     for (n, seed) in [(3, 1000), (20, 2000)] {
         let chunks: Vec<Vec<u8>> = (0..n).map(|i| noise(10_000, seed + i)).collect();
-        let stream = chunks.clone().into_iter().map(Ok::<_, std::io::Error>);
-        let r = d
-            .http()
-            .post(&url)
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                stream,
-            )))
-            .send()
+        let r = post_chunked(&d, &url, chunks.clone())
             .await
             .expect("chunked post");
         assert_eq!(r.status().as_u16(), 200);
@@ -398,16 +405,8 @@ async fn too_large_bodies_get_413_and_store_nothing() {
 
     // Chunked (no Content-Length) and past the spill threshold: caught while streaming.
     let (big, _) = d.webhook("webhook.big").await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..30).map(|i| Ok(noise(10_000, i))).collect();
-    let r = d
-        .http()
-        .post(&big)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await;
+    let chunks = (0..30).map(|i| noise(10_000, i)).collect();
+    let r = post_chunked(&d, &big, chunks).await;
     // hyper may answer 413 before reading everything, or close the connection mid-upload.
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 413);
