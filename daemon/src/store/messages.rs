@@ -194,8 +194,13 @@ pub(super) fn insert(
     };
     let data = EventData::Message(summary.clone());
     let event = log_event(conn, kind, now, None, Some(seq), data)?;
-    let counted = (summary.uuid.clone(), c.received_at);
     let rejected = c.rejected.is_some();
+    let stored = Stored {
+        seq,
+        uuid: summary.uuid.clone(),
+        received_at: c.received_at,
+        accepted: !rejected,
+    };
     let runs = match c.listeners.filter(|_| !rejected) {
         Some(l) => pipelines::insert(conn, l.executions(&summary, seq), now)?,
         None => Vec::new(),
@@ -203,22 +208,39 @@ pub(super) fn insert(
     let mut applied = Applied::new(Outcome::Captured(summary));
     applied.events.push(event);
     applied.runs = runs.into_iter().map(|(seq, _)| seq).collect();
-    if !rejected {
-        applied.counted = Some(counted);
-    }
+    applied.stored = Some(stored);
     if let CapturedBody::File(id) = c.body {
         applied.effects.push(Effect::PromoteFile(id));
     }
     Ok(applied)
 }
 
-/// Adds a batch's captures to their webhooks' counters: one statement per webhook, not per message.
-pub(super) fn count(conn: &Connection, counted: &[(String, i64)]) -> Result<(), StoreError> {
+/// A message a batch stored: what the batch's bookkeeping after the last message needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub seq: i64,
+    pub uuid: String,
+    pub received_at: i64,
+    pub accepted: bool,
+}
+
+/// A batch's bookkeeping for the messages it stored (in insertion order): where each webhook's
+/// messages are, and the webhooks' counters of accepted ones.
+pub(super) fn account(conn: &Connection, stored: &[Stored]) -> Result<(), StoreError> {
+    super::spans::extend(conn, stored.iter().map(|s| (s.seq, s.uuid.as_str())))?;
+    count(conn, stored.iter().filter(|s| s.accepted))
+}
+
+/// Adds captures to their webhooks' counters: one statement per webhook, not per message.
+fn count<'a>(
+    conn: &Connection,
+    counted: impl Iterator<Item = &'a Stored>,
+) -> Result<(), StoreError> {
     let mut per_hook: std::collections::HashMap<&str, (i64, i64)> = Default::default();
-    for (uuid, at) in counted {
-        let e = per_hook.entry(uuid).or_insert((0, 0));
+    for s in counted {
+        let e = per_hook.entry(&s.uuid).or_insert((0, 0));
         e.0 += 1;
-        e.1 = e.1.max(*at);
+        e.1 = e.1.max(s.received_at);
     }
     let mut st = conn.prepare_cached(
         "UPDATE webhooks SET message_count = message_count + ?2, \
@@ -272,6 +294,12 @@ pub(super) fn summary_from_row(r: &Row<'_>, base: usize) -> rusqlite::Result<Mes
 
 /// Newest first, filtered.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, StoreError> {
+    let (page, before) = list_page(f)?;
+    page.fetch(conn, before, f.limit, |r| summary_from_row(r, 0))
+}
+
+/// The query of `list` and the seq its results are older than.
+pub(super) fn list_page(f: &ListFilter) -> Result<(Page, Option<i64>), StoreError> {
     let before = f
         .before
         .map(|b| {
@@ -280,7 +308,10 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
                 .ok_or_else(|| StoreError::Invalid(format!("before={b} is not a message id")))
         })
         .transpose()?;
-    let mut page = Page::of(SUMMARY_COLUMNS, "messages");
+    let mut page = match &f.uuid {
+        Some(uuid) => super::spans::page(SUMMARY_COLUMNS_M, uuid, before),
+        None => Page::of(SUMMARY_COLUMNS, "messages"),
+    };
     if let Some(q) = &f.search {
         page.raw(
             "(instr(event_key, ?) > 0 OR instr(body, CAST(? AS BLOB)) > 0)",
@@ -288,9 +319,8 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<MessageSummary>, St
         );
     }
     page.eq("status", f.status.as_ref());
-    page.eq("webhook_uuid", f.uuid.as_ref());
     page.prefix("event_key", f.event_key_prefix.as_ref());
-    page.fetch(conn, before, f.limit, |r| summary_from_row(r, 0))
+    Ok((page, before))
 }
 
 /// Where a stored body is.
@@ -508,8 +538,16 @@ pub fn read_range(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// An empty POST to webhook `uuid`, as the receiver hands it over.
+    pub(in crate::store) fn capture_for(uuid: &str) -> Capture {
+        Capture {
+            webhook_uuid: uuid.into(),
+            ..capture(RECEIVE_PATH, "")
+        }
+    }
 
     fn capture(path: &str, query: &str) -> Capture {
         Capture {

@@ -15,6 +15,7 @@ pub mod pipelines;
 mod reader;
 mod schema;
 pub mod segments;
+mod spans;
 pub mod tokens;
 pub mod webhooks;
 mod writer;

@@ -8,6 +8,7 @@ use super::StoreError;
 pub(super) struct Page {
     sql: String,
     args: Vec<Box<dyn ToSql>>,
+    order: &'static str,
 }
 
 impl Page {
@@ -16,7 +17,13 @@ impl Page {
         Page {
             sql: format!("SELECT {columns} FROM {table} WHERE 1"),
             args: Vec::new(),
+            order: "seq DESC",
         }
+    }
+
+    /// Orders rows by `order` instead of `seq DESC`; it must still put newer rows first.
+    pub(super) fn order_by(&mut self, order: &'static str) {
+        self.order = order;
     }
 
     /// Keeps rows where `column` equals `value`, when a value is given.
@@ -53,14 +60,37 @@ impl Page {
         limit: u32,
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
+        self.finish(before, limit);
+        let mut st = conn.prepare_cached(&self.sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(self.args.iter()), map)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// SQLite's plan for the query `fetch` would run, one line per step.
+    #[cfg(test)]
+    pub(super) fn plan(mut self, conn: &Connection, before: Option<i64>, limit: u32) -> String {
+        self.finish(before, limit);
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", self.sql))
+            .expect("prepare");
+        let rows = st
+            .query_map(rusqlite::params_from_iter(self.args.iter()), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan");
+        rows.collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("\n")
+    }
+
+    fn finish(&mut self, before: Option<i64>, limit: u32) {
         if let Some(b) = before {
             self.sql.push_str(" AND seq < ?");
             self.args.push(Box::new(b));
         }
-        self.sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        self.sql.push_str(" ORDER BY ");
+        self.sql.push_str(self.order);
+        self.sql.push_str(" LIMIT ?");
         self.args.push(Box::new(limit));
-        let mut st = conn.prepare_cached(&self.sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(self.args.iter()), map)?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

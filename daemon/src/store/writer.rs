@@ -101,8 +101,8 @@ pub(crate) struct Applied {
     pub outcome: Outcome,
     pub events: Vec<BusEvent>,
     pub effects: Vec<Effect>,
-    /// A captured message to add to its webhook's counters (once per batch, not per message).
-    pub counted: Option<(String, i64)>,
+    /// A stored message, for the bookkeeping done once per batch (spans, counters).
+    pub stored: Option<messages::Stored>,
     /// Executions queued for the workers, handed to them after the commit.
     pub runs: Vec<i64>,
 }
@@ -124,7 +124,7 @@ impl Applied {
             outcome,
             events: Vec::new(),
             effects: Vec::new(),
-            counted: None,
+            stored: None,
             runs: Vec::new(),
         }
     }
@@ -238,7 +238,7 @@ fn apply_batch(
     segments: &mut Segments,
 ) -> Result<(), StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut counted = Vec::new();
+    let mut stored = Vec::new();
     for job in pending.by_ref() {
         let file = job.op.body_file();
         let applied = if matches!(job.op, Op::Capture(_)) {
@@ -259,7 +259,7 @@ fn apply_batch(
         // Keep the file's name while it may still need deleting (if the commit fails).
         let file = match &applied {
             Ok(a) => {
-                counted.extend(a.counted.clone());
+                stored.extend(a.stored.clone());
                 file
             }
             Err(_) => {
@@ -269,7 +269,7 @@ fn apply_batch(
         };
         results.push((job.reply, applied, file));
     }
-    messages::count(&tx, &counted)?;
+    messages::account(&tx, &stored)?;
     // Rows may point into the segments: their bytes reach the disk first.
     segments.sync()?;
     tx.commit()?;
