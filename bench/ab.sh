@@ -8,7 +8,8 @@
 # first build named.
 # Env: SHARED_BENCH (default ../shared/bench), SECONDS_PER_RUN (default 10), LISTENERS (default
 # "1 0": which of the two runs to make), LOAD=multipart (target 3's three 10 KiB files per request,
-# bench/multipart.lua, instead of the 1 KiB JSON), REF=1 (also limit-server sqlite-group each round,
+# bench/multipart.lua, instead of the 1 KiB JSON; LOAD=spread: the JSON to eight webhooks in turn,
+# bench/spread.lua, so their messages interleave), REF=1 (also limit-server sqlite-group each round,
 # at synchronous=FULL as hookd's default, JSON only, so the builds' ratios to the reference come
 # from the same run).
 set -euo pipefail
@@ -26,16 +27,21 @@ run() { # BIN LISTENER(0|1)
   "$1" serve --listen 127.0.0.1:18096 --data-dir "$work/data" >/dev/null 2>&1 & pid=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18096) 2>/dev/null && break; sleep 0.1; done
   HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" webhook.put uuid=$uuid eventKey=webhook.bench >/dev/null
+  if [ "${LOAD:-json}" = spread ]; then
+    for i in 1 2 3 4 5 6 7; do
+      HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" webhook.put uuid=${uuid%0}$i eventKey=webhook.bench >/dev/null
+    done
+  fi
   if [ "$2" = 1 ]; then
     printf 'pipeline:\n  - event.listen:\n      eventKey: webhook.bench\n  - log:\n      message: "got ${body.messageId}"\n' > "$work/p.yaml"
     HOOKD_URL=http://127.0.0.1:18096 "$1" command --data-dir "$work/data" pipeline.put name=bench/listener pipeline=@"$work/p.yaml" >/dev/null
   fi
   url="http://127.0.0.1:18096/api/v3/command/webhook.receive?uuid=$uuid"
   local c0; c0=$(ticks "$pid")
-  if [ "${LOAD:-json}" = multipart ]; then
-    line=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/multipart.lua "$url" |
+  if [ "${LOAD:-json}" != json ]; then
+    line=$(wrk -t2 -c64 -d"${dur}s" --latency -s "bench/${LOAD}.lua" "$url" |
       awk '/ requests in / {n = $1} /^Requests\/sec:/ {r = $2} $1 == "99%" {p = $2}
-        END {printf "req/s=%s p99=%s reqs=%s\n", r, p, n}')
+        /^  Non-2xx/ {x = $NF} END {printf "req/s=%s p99=%s reqs=%s non2xx=%d\n", r, p, n, x}')
   else
     line=$("$shared/receive.sh" "$url" "$dur" 64)
   fi

@@ -629,6 +629,69 @@ mod tests {
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
     }
 
+    /// Captures of webhooks whose requests interleave, stored in shared batches (grouped by
+    /// webhook within each), are each listed under their own webhook, newest first, and the
+    /// spans are exactly the stretches of one webhook's messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interleaved_captures_are_listed_under_their_own_webhooks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_for_test(dir.path(), Bus::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let (store, uuid) = (store.clone(), ["a", "b", "c"][i % 3]);
+            tasks.spawn(async move {
+                match store.capture(capture(uuid, b"x")).await {
+                    Ok(Captured::Stored(s)) => (uuid, s.id.clone()),
+                    _ => panic!("stored"),
+                }
+            });
+        }
+        let mut captured = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            captured.push(r.expect("task"));
+        }
+        let seq = |id: &str| {
+            messages::decode_message_id(id.parse().expect("uuid"))
+                .expect("id")
+                .1
+        };
+        for uuid in ["a", "b", "c"] {
+            let mut want: Vec<&str> = captured
+                .iter()
+                .filter(|(u, _)| *u == uuid)
+                .map(|(_, id)| id.as_str())
+                .collect();
+            want.sort_by_key(|id| std::cmp::Reverse(seq(id)));
+            let f = messages::ListFilter {
+                uuid: Some(uuid.into()),
+                limit: 1000,
+                ..Default::default()
+            };
+            let got = store
+                .read(move |c| messages::list(c, &f))
+                .await
+                .expect("list");
+            let got: Vec<&str> = got.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(got, want, "{uuid}");
+        }
+        let (spans, islands) = store
+            .read(|c| {
+                let rows = |sql: &str| -> Result<Vec<(i64, String)>, StoreError> {
+                    let mut st = c.prepare(sql)?;
+                    let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    Ok(r.collect::<Result<_, _>>()?)
+                };
+                let spans = rows("SELECT first_seq, webhook_uuid FROM webhook_spans ORDER BY 1")?;
+                let mut islands = rows("SELECT seq, webhook_uuid FROM messages ORDER BY seq")?;
+                islands.dedup_by(|next, prev| next.1 == prev.1);
+                Ok((spans, islands))
+            })
+            .await
+            .expect("spans");
+        assert_eq!(spans, islands);
+        store.shutdown().await;
+    }
+
     /// Receiving does not hash parts; the first reader of a file-stored body computes the hashes
     /// of its file parts from the file, and once stored, later readers read none of it again.
     #[tokio::test]

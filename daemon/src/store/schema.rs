@@ -192,8 +192,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 9: `message.list uuid=` finds a webhook's messages through spans of consecutive messages
     // of one webhook (see spans.rs) instead of an index entry per message: under a burst to one
-    // webhook that is one row updated per commit, not one index insert per request. Built from
-    // the stored messages in one pass (gaps and islands), then the index goes.
+    // webhook that is one row updated per commit, not one index insert per request. A span
+    // starts at each message whose predecessor belongs to another webhook and ends before the
+    // next span starts. Lookups by seq rather than a window function's sort, which with
+    // temp_store=MEMORY held ~60 MiB for a million messages (1.4 s against 3.3 s, too).
     r#"
     CREATE TABLE webhook_spans (
         first_seq INTEGER PRIMARY KEY,
@@ -202,12 +204,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_spans_by_webhook ON webhook_spans (webhook_uuid, first_seq);
     INSERT INTO webhook_spans (first_seq, last_seq, webhook_uuid)
-        SELECT min(seq), max(seq), webhook_uuid FROM (
-            SELECT seq, webhook_uuid,
-                row_number() OVER (ORDER BY seq)
-                - row_number() OVER (PARTITION BY webhook_uuid ORDER BY seq) AS island
-            FROM messages
-        ) GROUP BY webhook_uuid, island;
+        SELECT seq, seq, webhook_uuid FROM messages m WHERE webhook_uuid IS NOT (
+            SELECT p.webhook_uuid FROM messages p WHERE p.seq < m.seq ORDER BY p.seq DESC LIMIT 1
+        );
+    UPDATE webhook_spans SET last_seq = coalesce(
+        (SELECT max(seq) FROM messages WHERE seq < (
+            SELECT min(n.first_seq) FROM webhook_spans n WHERE n.first_seq > webhook_spans.first_seq
+        )),
+        (SELECT max(seq) FROM messages)
+    );
     DROP INDEX messages_by_webhook;
     "#,
 ];
@@ -227,6 +232,14 @@ pub(super) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), St
              upgrade hookd or use another --data-dir",
             MIGRATIONS.len()
         )));
+    }
+    if current > 0 && current < version {
+        // Some steps rebuild what stored rows imply, which can take seconds on a large database.
+        tracing::info!(
+            from = current,
+            to = version,
+            "upgrading the database schema"
+        );
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current) {
         let tx = conn.transaction()?;

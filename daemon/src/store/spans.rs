@@ -12,6 +12,20 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::StoreError;
 use super::page::Page;
 
+/// The webhook of the newest span: a batch that starts with its messages continues that span.
+pub(super) fn newest_webhook(conn: &Connection) -> Result<Option<String>, StoreError> {
+    Ok(newest(conn)?.map(|(_, uuid)| uuid))
+}
+
+fn newest(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT first_seq, webhook_uuid FROM webhook_spans ORDER BY first_seq DESC LIMIT 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Records the spans of a batch's messages, given as `(seq, webhook uuid)` in insertion order
 /// (seq ascending, above every stored message).
 pub(super) fn extend<'a>(
@@ -28,14 +42,8 @@ pub(super) fn extend<'a>(
     let Some(&(_, last, uuid)) = spans.first() else {
         return Ok(());
     };
-    let newest: Option<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT first_seq, webhook_uuid FROM webhook_spans ORDER BY first_seq DESC LIMIT 1",
-        )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
     let mut new = &spans[..];
-    if let Some((first, _)) = newest.filter(|(_, u)| u == uuid) {
+    if let Some((first, _)) = newest(conn)?.filter(|(_, u)| u == uuid) {
         conn.prepare_cached("UPDATE webhook_spans SET last_seq = ?2 WHERE first_seq = ?1")?
             .execute(params![first, last])?;
         new = &spans[1..];

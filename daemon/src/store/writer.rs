@@ -172,6 +172,11 @@ fn commit_batch(
     shared: &Shared,
     segments: &mut Segments,
 ) {
+    // Only this thread writes spans, so the newest one cannot change before the transaction.
+    match super::spans::newest_webhook(conn) {
+        Ok(newest) => group_by_webhook(batch, newest.as_deref()),
+        Err(e) => tracing::debug!("batch left in arrival order: {e}"),
+    }
     let mut results = Vec::with_capacity(batch.len());
     let mut pending = std::mem::take(batch).into_iter();
     if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared, segments) {
@@ -225,6 +230,35 @@ fn commit_batch(
         });
         let _ = reply.send(r);
     }
+}
+
+/// Puts a batch's captures of one webhook next to each other, those of `newest` (the newest
+/// span's webhook) first and the rest in order of first arrival, after the batch's other
+/// operations; each webhook's own captures keep their order. Webhooks whose requests interleave
+/// then add a span per webhook per commit instead of one per message (spans.rs). Nothing is lost
+/// by the reordering: no operation in a batch was answered before another in it arrived, so
+/// their order within it is not one any client saw.
+fn group_by_webhook(batch: &mut Vec<Job>, newest: Option<&str>) {
+    let mut webhooks: Vec<String> = newest.into_iter().map(String::from).collect();
+    let mut ranked: Vec<(usize, Job)> = batch
+        .drain(..)
+        .map(|job| {
+            let rank = match &job.op {
+                Op::Capture(c) => match webhooks.iter().position(|w| *w == c.webhook_uuid) {
+                    Some(i) => i + 1,
+                    None => {
+                        webhooks.push(c.webhook_uuid.clone());
+                        webhooks.len()
+                    }
+                },
+                _ => 0,
+            };
+            (rank, job)
+        })
+        .collect();
+    // Stable: equal ranks keep their arrival order.
+    ranked.sort_by_key(|(rank, _)| *rank);
+    batch.extend(ranked.into_iter().map(|(_, job)| job));
 }
 
 /// Applies every job in one transaction and commits it. Captures run without a savepoint (they
@@ -350,4 +384,68 @@ pub(crate) fn log_event(
         at,
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::messages::tests::capture_for;
+
+    fn capture(uuid: &str, n: i64) -> Job {
+        let mut c = capture_for(uuid);
+        c.received_at = n;
+        Job {
+            op: Op::Capture(Box::new(c)),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn order(batch: &[Job]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|j| match &j.op {
+                Op::Capture(c) => format!("{}{}", c.webhook_uuid, c.received_at),
+                Op::Ping => "ping".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_groups_each_webhooks_captures_in_their_order_newest_spans_first() {
+        let ping = || Job {
+            op: Op::Ping,
+            reply: oneshot::channel().0,
+        };
+        let arrivals = || {
+            vec![
+                capture("b", 1),
+                capture("c", 2),
+                ping(),
+                capture("a", 3),
+                capture("b", 4),
+                capture("a", 5),
+                capture("c", 6),
+                capture("b", 7),
+            ]
+        };
+        let mut batch = arrivals();
+        group_by_webhook(&mut batch, Some("a"));
+        assert_eq!(
+            order(&batch),
+            ["ping", "a3", "a5", "b1", "b4", "b7", "c2", "c6"]
+        );
+        let mut batch = arrivals();
+        group_by_webhook(&mut batch, None);
+        assert_eq!(
+            order(&batch),
+            ["ping", "b1", "b4", "b7", "c2", "c6", "a3", "a5"]
+        );
+        let mut batch = arrivals();
+        group_by_webhook(&mut batch, Some("z"));
+        assert_eq!(
+            order(&batch)[1..],
+            ["b1", "b4", "b7", "c2", "c6", "a3", "a5"]
+        );
+    }
 }
