@@ -60,6 +60,8 @@ fn daemon(over: &Overrides) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; a log file or journald would keep the escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(over)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -121,7 +121,13 @@ async fn the_generated_admin_token_is_private_and_the_env_token_is_not_written()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    assert!(d.log_text().contains("admin.token"), "its path is logged");
+    let log = d.log_text();
+    assert!(log.contains("admin.token"), "its path is logged");
+    // Logs to a file or journald carry no terminal colour codes.
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a log that is no terminal: {log:?}"
+    );
 
     let d = Daemon::start_with(Options {
         env: vec![("HOOKD_ADMIN_TOKEN".into(), "s3cret-from-env".into())],
