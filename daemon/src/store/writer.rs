@@ -172,10 +172,12 @@ fn commit_batch(
     shared: &Shared,
     segments: &mut Segments,
 ) {
-    // Only this thread writes spans, so the newest one cannot change before the transaction.
-    match super::spans::newest_webhook(conn) {
-        Ok(newest) => group_by_webhook(batch, newest.as_deref()),
-        Err(e) => tracing::debug!("batch left in arrival order: {e}"),
+    if mixes_webhooks(batch) {
+        // Only this thread writes spans, so the newest one cannot change before the transaction.
+        match super::spans::newest_webhook(conn) {
+            Ok(newest) => group_by_webhook(batch, newest.as_deref()),
+            Err(e) => tracing::debug!("batch left in arrival order: {e}"),
+        }
     }
     let mut results = Vec::with_capacity(batch.len());
     let mut pending = std::mem::take(batch).into_iter();
@@ -230,6 +232,16 @@ fn commit_batch(
         });
         let _ = reply.send(r);
     }
+}
+
+/// Whether the batch holds captures of more than one webhook (else grouping changes nothing).
+fn mixes_webhooks(batch: &[Job]) -> bool {
+    let mut uuids = batch.iter().filter_map(|job| match &job.op {
+        Op::Capture(c) => Some(c.webhook_uuid.as_str()),
+        _ => None,
+    });
+    let first = uuids.next();
+    uuids.any(|u| Some(u) != first)
 }
 
 /// Puts a batch's captures of one webhook next to each other, those of `newest` (the newest
@@ -429,6 +441,9 @@ mod tests {
                 capture("b", 7),
             ]
         };
+        assert!(mixes_webhooks(&arrivals()));
+        assert!(!mixes_webhooks(&[capture("a", 1), ping(), capture("a", 2)]));
+        assert!(!mixes_webhooks(&[ping()]));
         let mut batch = arrivals();
         group_by_webhook(&mut batch, Some("a"));
         assert_eq!(
