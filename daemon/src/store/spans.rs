@@ -4,8 +4,8 @@
 //! `(webhook_uuid, seq)` costs the writer an index insert per message; a span is one row per
 //! stretch of one webhook's messages in seq order, so a burst to one webhook updates one row per
 //! commit. Webhooks whose messages interleave get a span per stretch, one per message at worst
-//! (what the index cost). Every message lies in exactly one span, of its own webhook; nothing of
-//! another webhook lies inside a span (seqs that no row took, from a failed commit, may).
+//! (what the index cost). Every message lies in exactly one span, of its own webhook, and no
+//! message of another webhook lies inside a span.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -67,7 +67,7 @@ pub(super) fn page(columns: &str, uuid: &str, before: Option<i64>) -> Page {
     // on its own, but the plan should not depend on the planner's version.
     let mut page = Page::of(
         columns,
-        "webhook_spans s CROSS JOIN messages m \
+        "webhook_spans s CROSS JOIN messages m NOT INDEXED \
          ON m.seq BETWEEN s.first_seq AND s.last_seq",
     );
     page.order_by("s.first_seq DESC, m.seq DESC");

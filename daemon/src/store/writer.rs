@@ -1,8 +1,9 @@
 //! The writer thread: the only place that writes to SQLite.
 //!
 //! It takes the first queued operation, drains whatever else is queued (up to `MAX_BATCH`),
-//! applies each in its own savepoint (so one bad operation does not sink the others) inside one
-//! transaction, and commits once. Only after the commit does it update the in-memory caches,
+//! puts each webhook's captures together, applies each management operation in its own
+//! savepoint (so one bad operation does not sink the others) inside one transaction, and
+//! commits once. Only after the commit does it update the in-memory caches,
 //! move body files into place, publish events and answer the waiters. Concurrent receivers
 //! therefore share one fsync instead of queueing one each.
 
