@@ -552,6 +552,16 @@ pub fn read_range(
 pub(super) mod tests {
     use super::*;
 
+    /// A database at schema `version` in memory, with segments in a temporary dir (kept alive
+    /// by the returned guard).
+    pub(in crate::store) fn scratch(version: usize) -> (Connection, Segments, tempfile::TempDir) {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::super::schema::migrate_to(&mut conn, version).expect("migrate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segs = Segments::open(dir.path()).expect("segments");
+        (conn, segs, dir)
+    }
+
     /// An empty POST to webhook `uuid`, as the receiver hands it over.
     pub(in crate::store) fn capture_for(uuid: &str) -> Capture {
         Capture {
@@ -584,10 +594,7 @@ pub(super) mod tests {
 
     #[test]
     fn rejections_are_listed_through_their_own_index() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        super::super::schema::migrate(&mut conn).expect("migrate");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut segs = Segments::open(dir.path()).expect("segments");
+        let (conn, mut segs, _dir) = scratch(usize::MAX);
         let mut stored = Vec::new();
         for (i, uuid) in ["a", "b", "a", "a", "b", "a"].into_iter().enumerate() {
             let mut c = tests::capture_for(uuid);
@@ -628,10 +635,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_receive_url_is_stored_compactly_and_read_back_exactly() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        super::super::schema::migrate(&mut conn).expect("migrate");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut segs = Segments::open(dir.path()).expect("segments");
+        let (conn, mut segs, _dir) = scratch(usize::MAX);
         let own = "uuid=0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
         let cases = [
             (RECEIVE_PATH, own, ("", "#")),

@@ -82,38 +82,50 @@ pub(super) fn page(columns: &str, uuid: &str, before: Option<i64>) -> Page {
 mod tests {
     use rusqlite::Connection;
 
-    use super::super::messages::{self, ListFilter, tests::capture_for};
+    use super::super::messages::{self, ListFilter, tests::capture_for, tests::scratch};
     use super::super::schema;
     use super::super::segments::Segments;
 
-    /// Stores `batches` of messages (each a list of webhook names), one commit's bookkeeping per
-    /// batch; returns each message's (seq, webhook) and the messages' ids by seq.
-    fn store(conn: &Connection, batches: &[&[&str]]) -> Vec<(i64, String, String)> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut segs = Segments::open(dir.path()).expect("segments");
+    /// Stores `batches` of messages (each a list of webhook names), with each commit's
+    /// bookkeeping when `account`; returns each message's (seq, webhook, id).
+    fn store(
+        conn: &Connection,
+        segs: &mut Segments,
+        batches: &[&[&str]],
+        account: bool,
+    ) -> Vec<(i64, String, String)> {
         let mut all = Vec::new();
         for batch in batches {
             let mut stored = Vec::new();
             for uuid in *batch {
-                let a = messages::insert(conn, capture_for(uuid), 0, &mut segs).expect("insert");
+                let a = messages::insert(conn, capture_for(uuid), 0, segs).expect("insert");
                 let s = a.stored.expect("a stored message");
                 let id = messages::message_id(s.received_at, s.seq).to_string();
                 all.push((s.seq, s.uuid.clone(), id));
                 stored.push(s);
             }
-            messages::account(conn, &stored).expect("account");
+            if account {
+                messages::account(conn, &stored).expect("account");
+            }
         }
         all
     }
 
-    fn spans(conn: &Connection) -> Vec<(i64, i64, String)> {
+    /// Asserts the stored spans, oldest first, as (first seq, last seq, webhook).
+    fn assert_spans(conn: &Connection, want: &[(i64, i64, &str)]) {
         let mut st = conn
             .prepare("SELECT first_seq, last_seq, webhook_uuid FROM webhook_spans ORDER BY 1")
             .expect("prepare");
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let got: Vec<(i64, i64, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .expect("query")
             .collect::<Result<_, _>>()
-            .expect("rows")
+            .expect("rows");
+        let want: Vec<(i64, i64, String)> = want
+            .iter()
+            .map(|&(f, l, u)| (f, l, u.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     /// Every message of `uuid`, newest first, in pages of `limit` through `before`.
@@ -151,10 +163,10 @@ mod tests {
 
     #[test]
     fn a_webhooks_messages_are_found_through_spans_that_grow_across_commits() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        schema::migrate(&mut conn).expect("migrate");
+        let (conn, mut segs, _dir) = scratch(usize::MAX);
         let all = store(
             &conn,
+            &mut segs,
             &[
                 &["a", "a", "b"],
                 &["b", "b"],
@@ -164,6 +176,7 @@ mod tests {
                 &["a"],
                 &["a", "a"],
             ],
+            true,
         );
         // A commit continues the newest span when it starts with that span's webhook.
         let want = [
@@ -173,8 +186,7 @@ mod tests {
             (7, 7, "c"),
             (8, 12, "a"),
         ];
-        let want: Vec<_> = want.map(|(f, l, u)| (f, l, u.to_string())).into();
-        assert_eq!(spans(&conn), want);
+        assert_spans(&conn, &want);
         for uuid in ["a", "b", "c", "d"] {
             for limit in [1, 2, 3, 50] {
                 assert_eq!(
@@ -230,26 +242,12 @@ mod tests {
 
     #[test]
     fn the_upgrade_builds_the_spans_of_messages_stored_before_them() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        schema::migrate_to(&mut conn, 8).expect("schema 8");
-        // Schema 8 has no spans: each message its own commit, as an older hookd stored them.
+        let (mut conn, mut segs, _dir) = scratch(8);
+        // Schema 8 has no spans: the messages of an older hookd.
         let order = ["a", "a", "b", "a", "b", "b", "b", "c", "a", "a"];
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut segs = Segments::open(dir.path()).expect("segments");
-        let mut all = Vec::new();
-        for uuid in order {
-            let s = messages::insert(&conn, capture_for(uuid), 0, &mut segs)
-                .expect("insert")
-                .stored
-                .expect("stored");
-            all.push((
-                s.seq,
-                s.uuid,
-                messages::message_id(s.received_at, s.seq).to_string(),
-            ));
-        }
+        let mut all = store(&conn, &mut segs, &[&order], false);
         schema::migrate(&mut conn).expect("upgrade");
-        let want = [
+        let mut want = vec![
             (1, 2, "a"),
             (3, 3, "b"),
             (4, 4, "a"),
@@ -257,8 +255,7 @@ mod tests {
             (8, 8, "c"),
             (9, 10, "a"),
         ];
-        let want: Vec<_> = want.map(|(f, l, u)| (f, l, u.to_string())).into();
-        assert_eq!(spans(&conn), want);
+        assert_spans(&conn, &want);
         let index: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_schema WHERE name = 'messages_by_webhook'",
@@ -268,9 +265,10 @@ mod tests {
             .expect("schema");
         assert_eq!(index, 0, "the per-message index is gone");
         // New messages continue the newest span.
-        all.extend(store(&conn, &[&["a", "b"]]));
-        assert_eq!(spans(&conn).last(), Some(&(12, 12, "b".to_string())));
-        assert_eq!(spans(&conn)[5], (9, 11, "a".to_string()));
+        all.extend(store(&conn, &mut segs, &[&["a", "b"]], true));
+        want[5] = (9, 11, "a");
+        want.push((12, 12, "b"));
+        assert_spans(&conn, &want);
         for uuid in ["a", "b", "c"] {
             assert_eq!(list_all(&conn, uuid, 2), expected(&all, uuid), "{uuid}");
         }
