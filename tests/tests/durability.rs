@@ -54,7 +54,7 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     const CLIENTS: usize = 32;
     const KILL_AFTER: usize = 400;
     let mut d = Daemon::start().await;
-    let (url, _) = d.webhook("webhook.crash").await;
+    let (url, uuid) = d.webhook("webhook.crash").await;
 
     let acked: Arc<Mutex<Acked>> = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
@@ -125,6 +125,18 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         stored, big,
         "every file belongs to a message and every large message has its file"
     );
+    // The webhook's own list (through its spans, written in the same commits) has them all.
+    let ids = |list: &Value| -> Vec<String> {
+        let items = list.as_array().expect("list").iter();
+        items
+            .filter_map(|m| m["id"].as_str().map(String::from))
+            .collect()
+    };
+    let own = ids(&d
+        .ok("message.list", json!({"uuid": uuid, "limit": 1000}))
+        .await);
+    assert_eq!(own, ids(&listed));
+    assert!(acked.iter().all(|(id, _)| own.contains(id)));
     // Appends after the crash go after whatever the killed writer left in the segment.
     let url = format!("{}/api/{}", d.url, url.split_once("/api/").expect("path").1);
     let body = noise(30_000, 77);
