@@ -216,7 +216,7 @@ pub(super) fn insert(
 }
 
 /// A message a batch stored: what the batch's bookkeeping after the last message needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Stored {
     pub seq: i64,
     pub uuid: String,

@@ -288,7 +288,7 @@ fn apply_batch(
     let mut stored = Vec::new();
     for job in pending.by_ref() {
         let file = job.op.body_file();
-        let applied = if matches!(job.op, Op::Capture(_)) {
+        let mut applied = if matches!(job.op, Op::Capture(_)) {
             match apply(&tx, job.op, shared, segments) {
                 Ok(a) => Ok(a),
                 Err(e) => {
@@ -304,9 +304,10 @@ fn apply_batch(
             }
         };
         // Keep the file's name while it may still need deleting (if the commit fails).
-        let file = match &applied {
+        let file = match &mut applied {
+            // Only the batch's bookkeeping below reads it: moved, not copied.
             Ok(a) => {
-                stored.extend(a.stored.clone());
+                stored.extend(a.stored.take());
                 file
             }
             Err(_) => {
