@@ -4,7 +4,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hookd_shared::{EventType, MessageSummary};
+use hookd_shared::MessageSummary;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,9 +16,8 @@ use super::page::Page;
 use super::pipelines::{self, Listeners};
 use super::segments::{SEGMENT_MIN, Segments};
 use super::webhooks::RECEIVE_PATH;
-use super::writer::{Applied, Effect, Outcome, log_event};
+use super::writer::{Applied, Effect, Outcome};
 use crate::clock::rfc3339;
-use crate::events::EventData;
 
 /// One part of a multipart body: where its bytes are inside the stored body. Text fields also
 /// carry their value; file parts their hash.
@@ -143,9 +142,10 @@ pub(super) fn insert(
     let mut st = conn.prepare_cached(
         "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
          method, path, query, headers, remote_addr, content_type, size, sha256, file_count, parts, \
-         body_file, body, reason, body_segment, body_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-         ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+         body_file, body, reason, body_segment, body_offset, event_seq) VALUES (?1, ?2, ?3, ?4, \
+         ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
+    let event_seq = super::events::next_seq(conn)?;
     st.execute(params![
         c.webhook_uuid,
         c.event_key,
@@ -168,6 +168,7 @@ pub(super) fn insert(
         c.rejected,
         segment.map(|(id, _)| id),
         segment.map(|(_, at)| at as i64),
+        event_seq,
     ])?;
     let seq = conn.last_insert_rowid();
     if let Some((key, _)) = &c.dedupe {
@@ -187,13 +188,7 @@ pub(super) fn insert(
         verification: verification.into(),
         reason: c.rejected.clone(),
     });
-    let kind = if c.rejected.is_some() {
-        EventType::MessageRejected
-    } else {
-        EventType::MessageReceived
-    };
-    let data = EventData::Message(summary.clone());
-    let event = log_event(conn, kind, now, None, Some(seq), data)?;
+    let event = super::events::message_event(event_seq, c.received_at, summary.clone());
     let rejected = c.rejected.is_some();
     let stored = Stored {
         seq,
@@ -560,6 +555,26 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let segs = Segments::open(dir.path()).expect("segments");
         (conn, segs, dir)
+    }
+
+    /// Stores an empty POST to webhook `uuid` as a hookd before schema 10 did: no `event_seq`,
+    /// an event row of its own. Returns its seq.
+    pub(in crate::store) fn insert_before_10(conn: &Connection, uuid: &str, at: i64) -> i64 {
+        conn.execute(
+            "INSERT INTO messages (webhook_uuid, event_key, received_at, status, verification, \
+             method, path, query, headers, remote_addr, size, sha256, file_count) \
+             VALUES (?1, 'a.b', ?2, 'accepted', 'none', 'POST', '', '', '[]', '127.0.0.1', 0, \
+             x'', 0)",
+            params![uuid, at],
+        )
+        .expect("old message");
+        let seq = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO events (at, type, message_seq) VALUES (?1, 'message.received', ?2)",
+            params![at, seq],
+        )
+        .expect("old event");
+        seq
     }
 
     /// An empty POST to webhook `uuid`, as the receiver hands it over.

@@ -616,15 +616,26 @@ mod tests {
                     .to_string(),
             );
         }
+        let live = seen.clone();
         seen.sort();
         let mut want = ids.to_vec();
         want.sort();
         assert_eq!(seen, want);
-        let logged: i64 = store
-            .read(|c| Ok(c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?))
-            .await
-            .expect("count");
-        assert_eq!(logged, 3);
+        // Read back, the log holds the same three events in the same order (the messages' events
+        // are their own rows, the webhook's a row of `events`).
+        let logged = store.read(|c| events::after(c, 0, 100)).await.expect("log");
+        let logged: Vec<_> = logged
+            .iter()
+            .map(|e| (e.seq, e.kind, e.data.to_json()["id"].clone()))
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                (1, EventType::WebhookCreated, serde_json::Value::Null),
+                (2, EventType::MessageReceived, live[0].clone().into()),
+                (3, EventType::MessageReceived, live[1].clone().into()),
+            ]
+        );
         store.shutdown().await;
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
     }

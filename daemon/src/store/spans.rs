@@ -87,7 +87,8 @@ mod tests {
     use super::super::segments::Segments;
 
     /// Stores `batches` of messages (each a list of webhook names), with each commit's
-    /// bookkeeping when `account`; returns each message's (seq, webhook, id).
+    /// bookkeeping when `account`, else as a hookd before spans did; returns each message's
+    /// (seq, webhook, id).
     fn store(
         conn: &Connection,
         segs: &mut Segments,
@@ -98,6 +99,15 @@ mod tests {
         for batch in batches {
             let mut stored = Vec::new();
             for uuid in *batch {
+                if !account {
+                    let seq = messages::tests::insert_before_10(conn, uuid, 7);
+                    all.push((
+                        seq,
+                        uuid.to_string(),
+                        messages::message_id(7, seq).to_string(),
+                    ));
+                    continue;
+                }
                 let a = messages::insert(conn, capture_for(uuid), 0, segs).expect("insert");
                 let s = a.stored.expect("a stored message");
                 let id = messages::message_id(s.received_at, s.seq).to_string();
