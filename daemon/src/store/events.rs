@@ -175,15 +175,36 @@ fn last(conn: &Connection) -> Result<u64, StoreError> {
     Ok(last.unwrap_or(0).max(0) as u64)
 }
 
-/// Takes the log's next seq for a message event, whose row is the message itself. Inserts into
-/// `events` read and advance the same counter (AUTOINCREMENT), so both kinds share one dense
-/// sequence, and a rolled-back savepoint or batch takes its seqs back with it.
-pub(super) fn next_seq(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'events' RETURNING seq",
-        )?
-        .query_row([], |r| r.get(0))?)
+/// The log's seqs one batch gives its message events (a message's event is its row): read
+/// once from the counter in `sqlite_sequence`, counted here, and written back by `flush` before
+/// anything else takes a seq (an insert into `events` reads that counter: AUTOINCREMENT) and
+/// before the commit. So both kinds share one dense sequence, and a failed batch takes its
+/// seqs back with it.
+#[derive(Default)]
+pub(crate) struct MessageSeqs {
+    /// The last seq taken and not yet written back.
+    taken: Option<i64>,
+}
+
+impl MessageSeqs {
+    /// The next seq, for a message event.
+    pub(super) fn next(&mut self, conn: &Connection) -> Result<i64, StoreError> {
+        let seq = match self.taken {
+            Some(last) => last + 1,
+            None => last(conn)? as i64 + 1,
+        };
+        self.taken = Some(seq);
+        Ok(seq)
+    }
+
+    /// Writes the seqs taken so far back to the counter.
+    pub(super) fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if let Some(last) = self.taken.take() {
+            conn.prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'")?
+                .execute([last])?;
+        }
+        Ok(())
+    }
 }
 
 /// The oldest and newest logged seq, if any. The log is dense between them: every seq was
@@ -256,7 +277,7 @@ pub(super) fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::messages::tests::{capture_for, insert_before_10, scratch};
+    use crate::store::messages::tests::{capture_for, insert_before_10, insert_one, scratch};
     use crate::store::messages::{self, Capture};
     use crate::store::segments::Segments;
     use crate::store::writer::log_event;
@@ -264,7 +285,7 @@ mod tests {
     const HOOK: &str = "0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
 
     fn store(conn: &Connection, segs: &mut Segments, c: Capture) -> BusEvent {
-        let mut applied = messages::insert(conn, c, 0, segs).expect("insert");
+        let mut applied = insert_one(conn, c, segs);
         applied.events.pop().expect("a message event")
     }
 

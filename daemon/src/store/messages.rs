@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::events::MessageSeqs;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
 use super::page::Page;
 use super::pipelines::{self, Listeners};
@@ -100,6 +101,7 @@ pub(super) fn insert(
     c: Capture,
     now: i64,
     segments: &mut Segments,
+    seqs: &mut MessageSeqs,
 ) -> Result<Applied, StoreError> {
     if let Some((key, window)) = &c.dedupe {
         let earlier: Option<(i64, i64)> = conn
@@ -145,7 +147,7 @@ pub(super) fn insert(
          body_file, body, reason, body_segment, body_offset, event_seq) VALUES (?1, ?2, ?3, ?4, \
          ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?;
-    let event_seq = super::events::next_seq(conn)?;
+    let event_seq = seqs.next(conn)?;
     st.execute(params![
         c.webhook_uuid,
         c.event_key,
@@ -577,6 +579,18 @@ pub(super) mod tests {
         seq
     }
 
+    /// Stores `c` as a batch of its own would.
+    pub(in crate::store) fn insert_one(
+        conn: &Connection,
+        c: Capture,
+        segs: &mut Segments,
+    ) -> Applied {
+        let mut seqs = MessageSeqs::default();
+        let applied = insert(conn, c, 0, segs, &mut seqs).expect("insert");
+        seqs.flush(conn).expect("flush");
+        applied
+    }
+
     /// An empty POST to webhook `uuid`, as the receiver hands it over.
     pub(in crate::store) fn capture_for(uuid: &str) -> Capture {
         Capture {
@@ -614,7 +628,7 @@ pub(super) mod tests {
         for (i, uuid) in ["a", "b", "a", "a", "b", "a"].into_iter().enumerate() {
             let mut c = tests::capture_for(uuid);
             c.rejected = (i % 2 == 1 || i == 5).then(|| "bad signature".to_string());
-            let a = insert(&conn, c, 0, &mut segs).expect("insert");
+            let a = insert_one(&conn, c, &mut segs);
             stored.extend(a.stored);
         }
         account(&conn, &stored).expect("account");
@@ -673,13 +687,13 @@ pub(super) mod tests {
             ),
         ];
         // An id is found only with its own time, not by its seq alone.
-        insert(&conn, capture("/", ""), 0, &mut segs).expect("insert");
+        insert_one(&conn, capture("/", ""), &mut segs);
         let seq = conn.last_insert_rowid();
         let at = 1_700_000_000_000;
         assert!(get(&conn, message_id(at, seq)).expect("get").is_some());
         assert!(get(&conn, message_id(at + 1, seq)).expect("get").is_none());
         for (path, query, stored) in cases {
-            insert(&conn, capture(path, query), 0, &mut segs).expect("insert");
+            insert_one(&conn, capture(path, query), &mut segs);
             let seq = conn.last_insert_rowid();
             let raw: (String, String) = conn
                 .query_row(
@@ -693,7 +707,7 @@ pub(super) mod tests {
             assert_eq!((rec.path.as_str(), rec.query.as_str()), (path, query));
         }
         // Rows stored before the encoding hold the full texts and must read back unchanged.
-        insert(&conn, capture(RECEIVE_PATH, own), 0, &mut segs).expect("insert");
+        insert_one(&conn, capture(RECEIVE_PATH, own), &mut segs);
         let seq = conn.last_insert_rowid();
         conn.execute(
             "UPDATE messages SET path = ?1, query = ?2 WHERE seq = ?3",

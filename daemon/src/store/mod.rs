@@ -640,6 +640,57 @@ mod tests {
         assert!(matches!(store.health().await, Err(StoreError::Closed)));
     }
 
+    /// Captures, refused operations and logged ones, concurrent so they share batches: what is
+    /// published is one dense sequence, and replay yields exactly that.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mixed_batches_keep_the_event_log_one_dense_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus = Bus::default();
+        let mut rx = bus.subscribe();
+        let store = open_for_test(dir.path(), bus);
+        let put = |uuid: Option<String>, i: usize| WebhookPut {
+            uuid,
+            event_key: Some("a.b".into()),
+            description: Some(i.to_string()),
+            default_max_payload_length: 100,
+            ..WebhookPut::default()
+        };
+        let (w, _) = store.put_webhook(put(None, 0)).await.expect("put");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..600 {
+            let (store, uuid) = (store.clone(), w.uuid.clone());
+            tasks.spawn(async move {
+                match i % 4 {
+                    0 => assert!(matches!(
+                        store.delete_webhook("no-such-webhook".into()).await,
+                        Err(StoreError::NotFound(_))
+                    )),
+                    1 => drop(store.put_webhook(put(Some(uuid), i)).await.expect("put")),
+                    _ => drop(store.capture(capture(&uuid, b"x")).await.expect("capture")),
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+        let mut live = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            live.push((e.seq, e.kind, e.data.to_json()));
+        }
+        let seqs: Vec<u64> = live.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, (1..=451).collect::<Vec<_>>());
+        let logged = store
+            .read(|c| events::after(c, 0, 1000))
+            .await
+            .expect("log");
+        let logged: Vec<_> = logged
+            .into_iter()
+            .map(|e| (e.seq, e.kind, e.data.to_json()))
+            .collect();
+        assert_eq!(logged, live);
+        store.shutdown().await;
+    }
+
     /// Captures of webhooks whose requests interleave, stored in shared batches (grouped by
     /// webhook within each), are each listed under their own webhook, newest first, and the
     /// spans are exactly the stretches of one webhook's messages.

@@ -108,7 +108,7 @@ mod tests {
                     ));
                     continue;
                 }
-                let a = messages::insert(conn, capture_for(uuid), 0, segs).expect("insert");
+                let a = messages::tests::insert_one(conn, capture_for(uuid), segs);
                 let s = a.stored.expect("a stored message");
                 let id = messages::message_id(s.received_at, s.seq).to_string();
                 all.push((s.seq, s.uuid.clone(), id));

@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Wrap;
+use super::events::MessageSeqs;
 use super::messages::{self, Capture};
 use super::segments::Segments;
 use super::tokens::{self, TokenRow};
@@ -286,22 +287,28 @@ fn apply_batch(
 ) -> Result<(), StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut stored = Vec::new();
+    let mut seqs = MessageSeqs::default();
     for job in pending.by_ref() {
         let file = job.op.body_file();
-        let mut applied = if matches!(job.op, Op::Capture(_)) {
-            match apply(&tx, job.op, shared, segments) {
-                Ok(a) => Ok(a),
-                Err(e) => {
-                    results.push((job.reply, Err(StoreError::Commit(e.to_string())), file));
-                    return Err(e);
-                }
-            }
+        let (applied, fatal) = if matches!(job.op, Op::Capture(_)) {
+            (apply(&tx, job.op, shared, segments, &mut seqs), true)
+        } else if let Err(e) = seqs.flush(&tx) {
+            // Outside the savepoint: a refused operation must not take the captures' seqs back.
+            (Err(e), true)
         } else {
             let sp = tx.savepoint()?;
-            match apply(&sp, job.op, shared, segments) {
+            let applied = match apply(&sp, job.op, shared, segments, &mut seqs) {
                 Ok(a) => sp.commit().map(|()| a).map_err(StoreError::from),
                 Err(e) => Err(e),
+            };
+            (applied, false)
+        };
+        let mut applied = match applied {
+            Err(e) if fatal => {
+                results.push((job.reply, Err(StoreError::Commit(e.to_string())), file));
+                return Err(e);
             }
+            applied => applied,
         };
         // Keep the file's name while it may still need deleting (if the commit fails).
         let file = match &mut applied {
@@ -317,6 +324,7 @@ fn apply_batch(
         };
         results.push((job.reply, applied, file));
     }
+    seqs.flush(&tx)?;
     messages::account(&tx, &stored)?;
     // Rows may point into the segments: their bytes reach the disk first.
     segments.sync()?;
@@ -329,10 +337,11 @@ fn apply(
     op: Op,
     shared: &Shared,
     segments: &mut Segments,
+    seqs: &mut MessageSeqs,
 ) -> Result<Applied, StoreError> {
     let now = crate::clock::now_ms();
     match op {
-        Op::Capture(c) => messages::insert(conn, *c, now, segments),
+        Op::Capture(c) => messages::insert(conn, *c, now, segments, seqs),
         Op::PutWebhook(put) => webhooks::put(conn, *put, now, &shared.public_url),
         Op::DeleteWebhook(uuid) => webhooks::delete(conn, &uuid, now, &shared.public_url),
         Op::CreateToken(t) => tokens::insert(conn, t),
