@@ -373,7 +373,8 @@ fn apply(
 }
 
 /// Appends an event to the log and returns it with its sequence number. `row` is the seq of the
-/// message or execution a message or execution event is about.
+/// execution an execution event is about (a message's event is the message's own row, numbered
+/// by `events::MessageSeqs`; only rows from before schema 10 point at messages).
 pub(crate) fn log_event(
     conn: &Connection,
     kind: hookd_shared::EventType,
