@@ -216,15 +216,33 @@ pub fn bounds(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
 
 /// Prunes the oldest events beyond `max_count` or older than `before_ms`: deletes rows of
 /// `events`, at most `chunk` per call so the writer never stalls on one huge delete, and moves
-/// the horizon past the message events below them. Returns how many events left the log.
+/// the horizon past the message events below them. Returns how many events left the log. Also
+/// forgets idempotency keys past any window, whether or not anything is logged.
 pub(super) fn prune(
     conn: &Connection,
     max_count: u64,
     before_ms: i64,
     chunk: u32,
 ) -> Result<Applied, StoreError> {
+    let pruned = prune_log(conn, max_count, before_ms, chunk)?;
+    // Idempotency keys outlive no window (30 days at most).
+    conn.execute(
+        "DELETE FROM dedupe WHERE (webhook_uuid, key) IN \
+         (SELECT webhook_uuid, key FROM dedupe WHERE at < ?1 LIMIT ?2)",
+        params![crate::clock::now_ms() - 30 * 24 * 3600 * 1000, chunk],
+    )?;
+    Ok(Applied::new(Outcome::Pruned(pruned)))
+}
+
+/// The event log's part of `prune`: how many events left the log.
+fn prune_log(
+    conn: &Connection,
+    max_count: u64,
+    before_ms: i64,
+    chunk: u32,
+) -> Result<usize, StoreError> {
     let Some((lo, hi)) = bounds(conn)? else {
-        return Ok(Applied::new(Outcome::Pruned(0)));
+        return Ok(0);
     };
     let by_count = hi.saturating_sub(max_count) as i64;
     // `at` grows with `seq`, so walking from the oldest to the first young event touches only
@@ -265,13 +283,7 @@ pub(super) fn prune(
             [cut.to_string()],
         )?;
     }
-    // Idempotency keys outlive no window (30 days at most).
-    conn.execute(
-        "DELETE FROM dedupe WHERE (webhook_uuid, key) IN \
-         (SELECT webhook_uuid, key FROM dedupe WHERE at < ?1 LIMIT ?2)",
-        params![crate::clock::now_ms() - 30 * 24 * 3600 * 1000, chunk],
-    )?;
-    Ok(Applied::new(Outcome::Pruned(pruned as usize)))
+    Ok(pruned as usize)
 }
 
 #[cfg(test)]
@@ -407,6 +419,29 @@ mod tests {
         assert_eq!(rows(), 0);
         assert_eq!(store(&conn, &mut segs, received_at(310)).seq, 31);
         assert_eq!(bounds(&conn).expect("bounds"), Some((31, 31)));
+    }
+
+    #[test]
+    fn old_idempotency_keys_go_even_when_the_log_is_empty() {
+        let (conn, _segs, _dir) = scratch(usize::MAX);
+        let now = crate::clock::now_ms();
+        for (key, at) in [("old", 0), ("new", now)] {
+            conn.execute(
+                "INSERT INTO dedupe (webhook_uuid, key, message_seq, at) VALUES (?1, ?2, 1, ?3)",
+                params![HOOK, key, at],
+            )
+            .expect("key");
+        }
+        assert_eq!(bounds(&conn).expect("bounds"), None);
+        prune(&conn, 10, 0, 100).expect("prune");
+        let keys: Vec<String> = conn
+            .prepare("SELECT key FROM dedupe")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("keys");
+        assert_eq!(keys, ["new"]);
     }
 
     #[test]
