@@ -529,18 +529,48 @@ async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result
     )?
     .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let payload = stored as f64 * 1024.0;
+    let (replayed, replay_time) = replay(&d, (stored as usize).min(200_000)).await?;
     println!(
-        "store messages={stored} startup_to_healthz={:.0}ms idle_rss={:.1}MiB list_p50={:.2}ms list_p99={:.2}ms db={:.0}MiB payload={:.0}MiB ratio={:.2}",
+        "store messages={stored} startup_to_healthz={:.0}ms idle_rss={:.1}MiB list_p50={:.2}ms list_p99={:.2}ms db={:.0}MiB payload={:.0}MiB ratio={:.2} replay={replayed}_events_in={:.2}s",
         startup.as_secs_f64() * 1e3,
         idle_rss as f64 / 1024.0,
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         db_bytes as f64 / 1048576.0,
         payload / 1048576.0,
-        db_bytes as f64 / payload
+        db_bytes as f64 / payload,
+        replay_time.as_secs_f64()
     );
     d.stop().await?;
     Ok(())
+}
+
+/// How long a client resuming from the start of the log (`since=0`, as the TUI after a long
+/// disconnect) takes to receive the oldest `n` events; at most a minute.
+async fn replay(d: &Daemon, n: usize) -> Result<(usize, Duration)> {
+    let ws_url = format!(
+        "{}/api/v3/events?since=0&token={}",
+        d.url.replace("http://", "ws://"),
+        d.token
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let started = Instant::now();
+    let mut got = 0;
+    let read = async {
+        while got < n {
+            let Some(Ok(msg)) = ws.next().await else {
+                break;
+            };
+            if let Ok(text) = msg.to_text()
+                && serde_json::from_str::<Value>(text)
+                    .is_ok_and(|f| f["type"].as_str().is_some_and(|t| t != "stream.lagged"))
+            {
+                got += 1;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(60), read).await;
+    Ok((got, started.elapsed()))
 }
 
 fn tui_render(frames: usize) -> Result<()> {
