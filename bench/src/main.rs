@@ -107,6 +107,15 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// The event stream's WebSocket URL with `query` (and the admin token).
+    fn events_url(&self, query: &str) -> String {
+        format!(
+            "{}/api/v3/events?{query}&token={}",
+            self.url.replace("http://", "ws://"),
+            self.token
+        )
+    }
+
     async fn start(bin: &Path, extra: &[&str]) -> Result<Daemon> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().to_path_buf();
@@ -199,11 +208,7 @@ async fn stream_latency(bin: &Path, rate: u32, seconds: u32) -> Result<()> {
         .call("webhook.put", json!({"eventKey": "webhook.bench.latency"}))
         .await?;
     let url = w["webhookUrl"].as_str().context("webhookUrl")?.to_string();
-    let ws_url = format!(
-        "{}/api/v3/events?types=message.*&token={}",
-        d.url.replace("http://", "ws://"),
-        d.token
-    );
+    let ws_url = d.events_url("types=message.*");
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
 
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -395,11 +400,7 @@ async fn deliveries(bin: &Path, sink: &str, count: usize, conns: usize) -> Resul
     )?;
     let cfg_path = cfg.path().to_string_lossy().to_string();
     let d = Daemon::start(bin, &["--config", &cfg_path]).await?;
-    let ws_url = format!(
-        "{}/api/v3/events?types=delivery.succeeded,delivery.failed&token={}",
-        d.url.replace("http://", "ws://"),
-        d.token
-    );
+    let ws_url = d.events_url("types=delivery.succeeded,delivery.failed");
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -548,11 +549,7 @@ async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result
 /// How long a client resuming from the start of the log (`since=0`, as the TUI after a long
 /// disconnect) takes to receive the oldest `n` events; at most a minute.
 async fn replay(d: &Daemon, n: usize) -> Result<(usize, Duration)> {
-    let ws_url = format!(
-        "{}/api/v3/events?since=0&token={}",
-        d.url.replace("http://", "ws://"),
-        d.token
-    );
+    let ws_url = d.events_url("since=0");
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
     let started = Instant::now();
     let mut got = 0;

@@ -159,20 +159,27 @@ fn first_message(
 
 /// The seq below which the log was pruned: message events at or below it are not replayed.
 fn horizon(conn: &Connection) -> Result<u64, StoreError> {
-    let h: Option<i64> = conn
-        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'events_horizon'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(h.unwrap_or(0).max(0) as u64)
+    seq_at(
+        conn,
+        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'events_horizon'",
+    )
 }
 
 /// The log's last seq, whichever kind of event took it.
 fn last(conn: &Connection) -> Result<u64, StoreError> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+    seq_at(
+        conn,
+        "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+    )
+}
+
+/// The seq one row of `sql` holds; 0 without one.
+fn seq_at(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
+    let seq: Option<i64> = conn
+        .prepare_cached(sql)?
         .query_row([], |r| r.get(0))
         .optional()?;
-    Ok(last.unwrap_or(0).max(0) as u64)
+    Ok(seq.unwrap_or(0).max(0) as u64)
 }
 
 /// The log's seqs one batch gives its message events (a message's event is its row): read
