@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +70,7 @@ impl App {
             synchronous: config.synchronous,
             public_url,
             bus: bus.clone(),
+            retention: config.retention.clone(),
         };
         let dir = config.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
@@ -124,36 +124,61 @@ impl App {
     }
 }
 
-/// Keeps the event log within `[events] maxCount` and `maxAge`.
+/// Keeps the event log within `[events] maxCount` and `maxAge`, and everything else within
+/// `[retention]`, every `[retention] interval`.
 async fn prune_events(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(app.config.retention.interval);
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => prune_once(&app).await,
+            _ = tick.tick() => {
+                prune_once(&app).await;
+                prune_retained(&app).await;
+            }
             () = app.shutdown.cancelled() => return,
         }
     }
 }
 
-/// Prunes in chunks until nothing more is due.
+/// One pass of retention, chunk by chunk (each a short writer operation between captures).
+async fn prune_retained(app: &App) {
+    let grace = std::time::Duration::from_millis(crate::store::retention::GRACE_MS as u64);
+    match app.store.prune_all(grace).await {
+        Ok(p) if p.messages + p.executions + p.deliveries > 0 => tracing::info!(
+            messages = p.messages,
+            bytes = p.message_bytes,
+            executions = p.executions,
+            deliveries = p.deliveries,
+            "pruned by retention"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("pruning by retention failed: {e}"),
+    }
+}
+
+/// Prunes the event log in chunks until nothing more is due (logging a failure).
 async fn prune_once(app: &App) {
+    if let Err(e) = prune_events_now(app).await {
+        tracing::warn!("pruning the event log failed: {e}");
+    }
+}
+
+/// Prunes the event log in chunks until nothing more is due; returns how many events went.
+pub async fn prune_events_now(app: &App) -> Result<u64, StoreError> {
     let max_age = app.config.events.max_age.as_millis() as i64;
+    let mut total = 0;
     loop {
         let before = crate::clock::now_ms() - max_age;
-        match app
+        let n = app
             .store
             .prune_events(app.config.events.max_count, before)
-            .await
-        {
-            // A full chunk: more may be due; let other writes in between.
-            Ok(n) if n >= 10_000 => tokio::task::yield_now().await,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!("pruning the event log failed: {e}");
-                return;
-            }
+            .await?;
+        total += n as u64;
+        // A full chunk: more may be due; let other writes in between.
+        if n < crate::store::events::PRUNE_CHUNK {
+            return Ok(total);
         }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::retention::Limits;
+pub use crate::retention::RetentionConfig;
+
 /// The address hookd listens on when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Global body limit when nothing else is configured: 25 MiB.
@@ -49,6 +52,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub smtp: Option<SmtpConfig>,
     pub send: SendConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Outgoing webhooks (`webhook.send`, `message.forward`).
@@ -168,6 +172,10 @@ impl Config {
                 nice: 10,
             },
             smtp: None,
+            retention: RetentionConfig {
+                interval: Duration::from_secs(60),
+                ..RetentionConfig::default()
+            },
             send: SendConfig {
                 allow_cidrs: Vec::new(),
                 allow_private: false,
@@ -297,6 +305,7 @@ impl Config {
         if let Some(v) = send.max_per_host {
             c.send.max_per_host = v.max(1);
         }
+        file.retention.apply(&mut c)?;
         if let Some(m) = file.smtp {
             let host = m.host.ok_or_else(|| {
                 ConfigError::Invalid(
@@ -424,6 +433,87 @@ struct FileConfig {
     smtp: Option<SmtpSection>,
     #[serde(default)]
     send: SendSection,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+/// `[retention]`: the messages' limits, and a subsection per other kind.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RetentionSection {
+    max_age: Option<Seconds>,
+    max_count: Option<u64>,
+    max_bytes: Option<Size>,
+    interval: Option<Seconds>,
+    #[serde(default)]
+    executions: KindRetention,
+    #[serde(default)]
+    deliveries: KindRetention,
+    #[serde(default)]
+    events: KindRetention,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KindRetention {
+    max_age: Option<Seconds>,
+    max_count: Option<u64>,
+    max_bytes: Option<Size>,
+}
+
+impl KindRetention {
+    fn limits(&self, section: &str) -> Result<Limits, ConfigError> {
+        if self.max_bytes.is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "[retention.{section}] maxBytes: only messages are limited by size (their bodies \
+                 are what fills a disk); limit {section} by maxAge or maxCount"
+            )));
+        }
+        if self.max_count == Some(0) {
+            return Err(ConfigError::Invalid(format!(
+                "[retention.{section}] maxCount = 0 would keep nothing; leave it out for no limit"
+            )));
+        }
+        Ok(Limits {
+            max_age: self.max_age.as_ref().map(|s| s.0),
+            max_count: self.max_count,
+            max_bytes: None,
+        })
+    }
+}
+
+impl RetentionSection {
+    fn apply(self, c: &mut Config) -> Result<(), ConfigError> {
+        if self.max_count == Some(0) || self.max_bytes.as_ref().is_some_and(|b| b.0 == 0) {
+            return Err(ConfigError::Invalid(
+                "[retention] maxCount and maxBytes must be at least 1; leave them out for no limit"
+                    .into(),
+            ));
+        }
+        c.retention.messages = Limits {
+            max_age: self.max_age.map(|s| s.0),
+            max_count: self.max_count,
+            max_bytes: self.max_bytes.map(|b| b.0),
+        };
+        c.retention.executions = self.executions.limits("executions")?;
+        c.retention.deliveries = self.deliveries.limits("deliveries")?;
+        let events = self.events.limits("events")?;
+        if let Some(n) = events.max_count {
+            c.events.max_count = n;
+        }
+        if let Some(a) = events.max_age {
+            c.events.max_age = a;
+        }
+        if let Some(i) = self.interval {
+            if i.0 < Duration::from_secs(1) {
+                return Err(ConfigError::Invalid(
+                    "[retention] interval must be at least 1s".into(),
+                ));
+            }
+            c.retention.interval = i.0;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize, Default)]

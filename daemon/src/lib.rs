@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod pipeline;
 pub mod receive;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod stream;

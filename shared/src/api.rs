@@ -96,6 +96,29 @@ pub struct Webhook {
     /// Source networks allowed to call it (empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_cidrs: Vec<String>,
+    /// The retention in force: the webhook's own override over the daemon's `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionView,
+    /// What `webhook.put retention=…` set (absent: the daemon's limits apply as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_override: Option<serde_json::Value>,
+    /// Messages of this webhook stored now (after retention), accepted and rejected.
+    #[serde(default)]
+    pub stored_count: u64,
+    /// Their body bytes.
+    #[serde(default)]
+    pub stored_bytes: u64,
+}
+
+/// Retention limits as a person reads them; `null` is no limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionView {
+    /// e.g. `"7d"`.
+    pub max_age: Option<String>,
+    pub max_count: Option<u64>,
+    /// e.g. `"1GiB"`.
+    pub max_bytes: Option<String>,
 }
 
 /// One captured request as `message.list` returns it (and `message.received` events carry).
@@ -365,4 +388,73 @@ pub struct Attempt {
     pub response_encoding: BodyEncoding,
     /// The network error, when there was no response.
     pub error: Option<String>,
+}
+
+/// What `store.stats` reports: rows and bytes per kind, and the disk the store takes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    /// Messages stored now (accepted and rejected) and their body bytes.
+    pub messages: KindStats,
+    pub executions: KindStats,
+    pub deliveries: KindStats,
+    /// Attempts of the stored deliveries.
+    pub delivery_attempts: u64,
+    /// Events the log can replay (`since=`).
+    pub events: KindStats,
+    /// Bodies over 64 KiB, one file each (`files/`).
+    pub body_files: KindStats,
+    /// Bodies of 8–64 KiB, in segment files (`segments/`): bytes actually on disk.
+    pub segment_bytes: u64,
+    /// Pruned bodies whose bytes are freed after a grace period.
+    pub bodies_awaiting_free: u64,
+    pub database: DatabaseStats,
+    /// Everything in the data dir together.
+    pub total_bytes: u64,
+    /// The retention in force for each kind (messages: the daemon's, each webhook may override).
+    pub retention: RetentionStats,
+}
+
+/// A count and, where it applies, bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KindStats {
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// The SQLite files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStats {
+    /// `hookd.db`.
+    pub bytes: u64,
+    /// Pages inside it free for reuse (pruned rows); SQLite fills them before growing the file.
+    pub free_bytes: u64,
+    /// `hookd.db-wal`.
+    pub wal_bytes: u64,
+}
+
+/// The retention per kind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionStats {
+    pub messages: RetentionView,
+    pub executions: RetentionView,
+    pub deliveries: RetentionView,
+    pub events: RetentionView,
+}
+
+/// What `store.prune` did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub messages: u64,
+    pub message_bytes: u64,
+    pub executions: u64,
+    pub deliveries: u64,
+    pub events: u64,
+    pub files_deleted: u64,
+    pub segment_bytes_freed: u64,
 }

@@ -25,6 +25,10 @@ pub fn webhooks() -> Vec<Webhook> {
         dedupe_window: 86_400,
         rate_limit: None,
         allow_cidrs: Vec::new(),
+        retention: Default::default(),
+        retention_override: None,
+        stored_count: n,
+        stored_bytes: n * 1024,
     };
     vec![
         w("w-1", "webhook.github.push", 1204, "pushes to acme/widgets"),

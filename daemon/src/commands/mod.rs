@@ -7,6 +7,7 @@ mod mail;
 mod message;
 mod meta;
 mod pipeline;
+mod store;
 mod token;
 mod webhook;
 
@@ -193,6 +194,7 @@ impl Default for Registry {
             pipeline::commands(),
             mail::commands(),
             deliver::commands(),
+            store::commands(),
             crate::pipeline::builtins::commands(),
         ] {
             for c in family {

@@ -9,6 +9,7 @@ use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
 use crate::receive::verify::VerifyConfig;
+use crate::retention::Override;
 use crate::store::webhooks::RateLimit;
 use crate::store::{WebhookPut, webhooks};
 use serde_json::Value;
@@ -87,6 +88,12 @@ pub(super) fn commands() -> Vec<Command> {
                     kind: Kind::Json,
                     required: false,
                     description: "source networks allowed, e.g. [\"192.30.252.0/22\"] (others get 403); [] allows all",
+                },
+                Param {
+                    name: "retention",
+                    kind: Kind::Json,
+                    required: false,
+                    description: "keep this webhook's messages for {\"maxAge\":\"7d\",\"maxCount\":10000,\"maxBytes\":\"1GiB\"} (any subset, over the daemon's [retention]; a null field: no limit); null removes the override",
                 },
             ],
             handler: |app, call| Box::pin(put(app, call)),
@@ -259,6 +266,13 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    let retention = p
+        .json("retention")
+        .map(|v| match v {
+            Value::Null => Ok(None),
+            v => Override::parse(v).map(Some).map_err(Error::InvalidParam),
+        })
+        .transpose()?;
     let (row, _created) = app
         .store
         .put_webhook(WebhookPut {
@@ -273,14 +287,14 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
             dedupe_window,
             rate_limit,
             allow_cidrs,
+            retention,
             default_max_payload_length: global_max,
         })
         .await?;
-    json(&row.to_api(app.store.public_url()))
+    json(&app.store.webhook_view(&row))
 }
 
 async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let public_url = app.store.public_url().to_string();
     match call.params.str("uuid") {
         Some(u) => {
             let uuid = parse_uuid("uuid", u)?.to_string();
@@ -292,14 +306,14 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 })
                 .await?
                 .ok_or_else(|| Error::NotFound(webhooks::no_such_webhook(&uuid)))?;
-            json(&row.to_api(&public_url))
+            json(&app.store.webhook_view(&row))
         }
         None => {
             let rows = app.store.read(webhooks::load_all).await?;
             json(
                 &rows
                     .iter()
-                    .map(|w| w.to_api(&public_url))
+                    .map(|w| app.store.webhook_view(w))
                     .collect::<Vec<_>>(),
             )
         }
@@ -309,5 +323,5 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
 async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let uuid = parse_uuid("uuid", call.params.required_str("uuid")?)?.to_string();
     let row = app.store.delete_webhook(uuid).await?;
-    json(&row.to_api(app.store.public_url()))
+    json(&app.store.webhook_view(&row))
 }

@@ -221,6 +221,9 @@ pub fn bounds(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
     Ok((hi >= lo).then_some((lo, hi)))
 }
 
+/// Most events one prune operation removes, so the writer never stalls on one huge delete.
+pub const PRUNE_CHUNK: usize = 10_000;
+
 /// Prunes the oldest events beyond `max_count` or older than `before_ms`: deletes rows of
 /// `events`, at most `chunk` per call so the writer never stalls on one huge delete, and moves
 /// the horizon past the message events below them. Returns how many events left the log. Also

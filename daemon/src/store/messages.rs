@@ -197,6 +197,7 @@ pub(super) fn insert(
         uuid: summary.uuid.clone(),
         received_at: c.received_at,
         accepted: !rejected,
+        size: c.size,
     };
     let runs = match c.listeners.filter(|_| !rejected) {
         Some(l) => pipelines::insert(conn, l.executions(&summary, seq), now)?,
@@ -219,32 +220,57 @@ pub(crate) struct Stored {
     pub uuid: String,
     pub received_at: i64,
     pub accepted: bool,
+    pub size: u64,
 }
 
 /// A batch's bookkeeping for the messages it stored (in insertion order): where each webhook's
-/// messages are, and the webhooks' counters of accepted ones.
+/// messages are, and the webhooks' counters.
 pub(super) fn account(conn: &Connection, stored: &[Stored]) -> Result<(), StoreError> {
     super::spans::extend(conn, stored.iter().map(|s| (s.seq, s.uuid.as_str())))?;
-    count(conn, stored.iter().filter(|s| s.accepted))
+    count(conn, stored)
+}
+
+/// A webhook's share of a batch: accepted captures, their newest time, all stored, their bytes.
+#[derive(Default)]
+struct Counted {
+    accepted: i64,
+    last_at: i64,
+    stored: i64,
+    bytes: i64,
 }
 
 /// Adds captures to their webhooks' counters: one statement per webhook, not per message.
-fn count<'a>(
-    conn: &Connection,
-    counted: impl Iterator<Item = &'a Stored>,
-) -> Result<(), StoreError> {
-    let mut per_hook: std::collections::HashMap<&str, (i64, i64)> = Default::default();
-    for s in counted {
-        let e = per_hook.entry(&s.uuid).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.max(s.received_at);
+/// `message_count` and `last_received_at` count accepted captures since the webhook was created;
+/// `stored_count` and `stored_bytes` what is stored now (retention takes them down again). A
+/// capture whose webhook was deleted while it was being received counts for the retired webhook.
+fn count(conn: &Connection, stored: &[Stored]) -> Result<(), StoreError> {
+    let mut per_hook: std::collections::HashMap<&str, Counted> = Default::default();
+    for s in stored {
+        let e = per_hook.entry(&s.uuid).or_default();
+        if s.accepted {
+            e.accepted += 1;
+            e.last_at = e.last_at.max(s.received_at);
+        }
+        e.stored += 1;
+        e.bytes += s.size as i64;
     }
     let mut st = conn.prepare_cached(
         "UPDATE webhooks SET message_count = message_count + ?2, \
-         last_received_at = max(coalesce(last_received_at, 0), ?3) WHERE uuid = ?1",
+         last_received_at = CASE WHEN ?2 > 0 THEN max(coalesce(last_received_at, 0), ?3) \
+         ELSE last_received_at END, \
+         stored_count = stored_count + ?4, stored_bytes = stored_bytes + ?5 WHERE uuid = ?1",
     )?;
-    for (uuid, (n, at)) in per_hook {
-        st.execute(params![uuid, n, at])?;
+    for (uuid, c) in per_hook {
+        let changed = st.execute(params![uuid, c.accepted, c.last_at, c.stored, c.bytes])?;
+        if changed == 0 {
+            conn.prepare_cached(
+                "INSERT INTO retired_webhooks (uuid, stored_count, stored_bytes) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (uuid) DO UPDATE SET \
+                 stored_count = stored_count + excluded.stored_count, \
+                 stored_bytes = stored_bytes + excluded.stored_bytes",
+            )?
+            .execute(params![uuid, c.stored, c.bytes])?;
+        }
     }
     Ok(())
 }

@@ -13,9 +13,11 @@ pub mod messages;
 mod page;
 pub mod pipelines;
 mod reader;
+pub mod retention;
 mod schema;
 pub mod segments;
 mod spans;
+pub mod stats;
 pub mod tokens;
 pub mod webhooks;
 mod writer;
@@ -29,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Synchronous;
 use crate::events::Bus;
+use crate::retention::RetentionConfig;
 pub use error::{StoreError, retry_pause};
 pub use files::Dirs;
 pub use messages::{Capture, CapturedBody, PartRecord};
@@ -74,6 +77,8 @@ pub(crate) struct Shared {
     dirs: Dirs,
     bus: Bus,
     public_url: String,
+    /// The daemon's retention limits.
+    retention: RetentionConfig,
     /// Queued executions for the pipeline workers, sent after their commit.
     runs: mpsc::UnboundedSender<i64>,
 }
@@ -94,6 +99,8 @@ pub struct StoreConfig {
     /// Base of `webhookUrl` in webhook events.
     pub public_url: String,
     pub bus: Bus,
+    /// What pruning keeps.
+    pub retention: RetentionConfig,
 }
 
 impl Store {
@@ -145,6 +152,7 @@ impl Store {
             dirs: dirs.clone(),
             bus: cfg.bus,
             public_url: cfg.public_url,
+            retention: cfg.retention,
             runs,
         });
         let readers = reader::Pool::start(READERS, || {
@@ -222,6 +230,26 @@ impl Store {
         &self.inner.shared.public_url
     }
 
+    /// A webhook as stored now (with its counters), for tests.
+    #[cfg(test)]
+    pub(crate) async fn webhook_row(&self, uuid: &str) -> WebhookRow {
+        let uuid = uuid.to_string();
+        self.read(move |c| webhooks::get(c, &uuid))
+            .await
+            .expect("read")
+            .expect("webhook")
+    }
+
+    /// The daemon's retention limits.
+    pub fn retention(&self) -> &RetentionConfig {
+        &self.inner.shared.retention
+    }
+
+    /// A webhook's API view, with its URL and the retention in force.
+    pub fn webhook_view(&self, w: &WebhookRow) -> hookd_shared::Webhook {
+        w.to_api(self.public_url(), &self.retention().messages)
+    }
+
     /// Commits a captured request; returns once it is on disk (or found to be a duplicate).
     pub async fn capture(&self, c: Capture) -> Result<Captured, StoreError> {
         match self.write(Op::Capture(Box::new(c))).await? {
@@ -274,6 +302,32 @@ impl Store {
         {
             Outcome::Pruned(n) => Ok(n),
             _ => Err(unexpected()),
+        }
+    }
+
+    /// One chunk of pruning by the retention limits; bodies pruned `grace` ago are freed.
+    pub async fn prune(&self, grace: std::time::Duration) -> Result<retention::Pruned, StoreError> {
+        let grace_ms = grace.as_millis().min(i64::MAX as u128) as i64;
+        match self.write(Op::Prune { grace_ms }).await? {
+            Outcome::Retained(p) => Ok(p),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Prunes chunk after chunk until nothing more is due; returns the sum.
+    pub async fn prune_all(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<retention::Pruned, StoreError> {
+        let mut total = retention::Pruned::default();
+        loop {
+            let p = self.prune(grace).await?;
+            total.add(&p);
+            if !p.more {
+                return Ok(total);
+            }
+            // Let the captures queued behind this chunk in before the next one.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -509,6 +563,7 @@ fn open_for_test(dir: &std::path::Path, bus: Bus) -> Store {
         synchronous: Synchronous::Normal,
         public_url: "http://h".into(),
         bus,
+        retention: RetentionConfig::default(),
     })
     .expect("open")
 }

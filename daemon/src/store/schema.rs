@@ -231,6 +231,42 @@ const MIGRATIONS: &[&str] = &[
         (SELECT seq FROM sqlite_sequence WHERE name = 'events')
     ));
     "#,
+    // 11: retention. Each webhook counts the messages it has stored and their bytes (updated
+    // once per batch with its other counters), and may override the daemon's limits. A deleted
+    // webhook's counters (and override) move to `retired_webhooks`, so its messages stay under
+    // retention. Pruned bodies are listed in `freed_bodies` until their file is deleted or their
+    // segment range punched out, a grace period later (a reader may still be streaming one).
+    // The counters start from the spans (streamed per webhook, no sort of all messages).
+    r#"
+    ALTER TABLE webhooks ADD COLUMN retention TEXT;
+    ALTER TABLE webhooks ADD COLUMN stored_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE webhooks ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE retired_webhooks (
+        uuid TEXT PRIMARY KEY,
+        retention TEXT,
+        stored_count INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL
+    );
+    CREATE TABLE freed_bodies (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        body_file TEXT,
+        segment INTEGER,
+        offset INTEGER,
+        size INTEGER
+    );
+    CREATE TEMP TABLE stored_totals AS
+        SELECT s.webhook_uuid AS uuid, count(m.seq) AS n, coalesce(sum(m.size), 0) AS bytes
+        FROM webhook_spans s INDEXED BY webhook_spans_by_webhook
+            CROSS JOIN messages m NOT INDEXED ON m.seq BETWEEN s.first_seq AND s.last_seq
+        GROUP BY s.webhook_uuid;
+    UPDATE webhooks SET stored_count = t.n, stored_bytes = t.bytes
+        FROM stored_totals t WHERE t.uuid = webhooks.uuid;
+    INSERT INTO retired_webhooks (uuid, retention, stored_count, stored_bytes)
+        SELECT uuid, NULL, n, bytes FROM stored_totals
+        WHERE n > 0 AND uuid NOT IN (SELECT uuid FROM webhooks);
+    DROP TABLE stored_totals;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.

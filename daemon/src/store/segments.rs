@@ -242,6 +242,71 @@ pub fn path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:08}"))
 }
 
+/// Frees the disk blocks of pruned bodies in segment `id`: `ranges` (offset, length), in any
+/// order. Ranges less than a body apart are merged first (between two bodies of a segment lie
+/// only padding and bytes no row points at: a live body is larger than `SEGMENT_MIN`), then each
+/// merged range's whole blocks are punched out; the file keeps its size, so offsets stay valid.
+/// Where the filesystem cannot punch holes nothing is freed (the bodies are unreachable anyway).
+/// Returns the bytes punched.
+pub fn punch(dir: &Path, id: u32, ranges: &mut [(u64, u64)]) -> io::Result<u64> {
+    let file = match OpenOptions::new().write(true).open(path(dir, id)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(at, len) in ranges.iter() {
+        match merged.last_mut() {
+            Some((_, end)) if at < *end + SEGMENT_MIN as u64 => *end = (*end).max(at + len),
+            _ => merged.push((at, at + len)),
+        }
+    }
+    let mut punched = 0;
+    for (start, end) in merged {
+        let (start, end) = (
+            start.next_multiple_of(ALIGN as u64),
+            end - end % ALIGN as u64,
+        );
+        if end > start {
+            punch_hole(&file, start, end - start)?;
+            punched += end - start;
+        }
+    }
+    Ok(punched)
+}
+
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, at: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(at), Ok(len)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: the fd is open for the call (borrowed from `file`); fallocate touches no memory.
+    let r = unsafe {
+        libc::fallocate64(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            at,
+            len,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    // Filesystems without hole punching: the blocks stay allocated; nothing else is wrong.
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(e)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_: &File, _: u64, _: u64) -> io::Result<()> {
+    Ok(())
+}
+
 impl Segments {
     /// The segments in `dir`; appends continue at the end of the newest.
     pub fn open(dir: &Path) -> io::Result<Segments> {

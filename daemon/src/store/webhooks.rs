@@ -11,6 +11,7 @@ use super::writer::{Applied, Effect, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
 use crate::receive::verify::VerifyConfig;
+use crate::retention::{self, Limits, Override};
 
 /// A webhook as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,11 @@ pub struct WebhookRow {
     pub dedupe_window: i64,
     pub rate_limit: Option<RateLimit>,
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// This webhook's own retention, over the daemon's.
+    pub retention: Option<Override>,
+    /// Messages stored now (accepted and rejected) and their body bytes.
+    pub stored_count: u64,
+    pub stored_bytes: u64,
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once.
@@ -46,8 +52,14 @@ pub struct RateLimit {
 pub const DEFAULT_DEDUPE_WINDOW: i64 = 24 * 3600;
 
 impl WebhookRow {
-    /// The API view, with its receive URL under `public_url`.
-    pub fn to_api(&self, public_url: &str) -> Webhook {
+    /// The retention in force, given the daemon's limits.
+    pub fn limits(&self, daemon: &Limits) -> Limits {
+        self.retention.as_ref().map_or(*daemon, |o| o.over(daemon))
+    }
+
+    /// The API view, with its receive URL under `public_url` and the retention in force given
+    /// the daemon's `retention`.
+    pub fn to_api(&self, public_url: &str, retention: &Limits) -> Webhook {
         Webhook {
             uuid: self.uuid.clone(),
             event_key: self.event_key.clone(),
@@ -65,6 +77,10 @@ impl WebhookRow {
             dedupe_window: self.dedupe_window.max(0) as u64,
             rate_limit: self.rate_limit.and_then(|r| serde_json::to_value(r).ok()),
             allow_cidrs: self.allow_cidrs.iter().map(ToString::to_string).collect(),
+            retention: self.limits(retention).view(),
+            retention_override: self.retention.as_ref().map(Override::view),
+            stored_count: self.stored_count,
+            stored_bytes: self.stored_bytes,
         }
     }
 }
@@ -94,13 +110,16 @@ pub struct WebhookPut {
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<RateLimit>>,
     pub allow_cidrs: Option<Vec<ipnet::IpNet>>,
+    /// `Some(None)` removes the override: the daemon's retention applies.
+    pub retention: Option<Option<Override>>,
     /// The global limit, used when creating without `maxPayloadLength`.
     pub default_max_payload_length: u64,
 }
 
 const COLUMNS: &str = "uuid, event_key, payload_type, max_payload_length, description, enabled, \
                        created_at, updated_at, message_count, last_received_at, verify, dedupe, \
-                       dedupe_window, rate_limit, allow_cidrs";
+                       dedupe_window, rate_limit, allow_cidrs, retention, stored_count, \
+                       stored_bytes";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
     let payload_type: String = r.get(2)?;
@@ -126,6 +145,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect(),
+        retention: r
+            .get::<_, Option<String>>(15)?
+            .as_deref()
+            .and_then(retention::from_stored),
+        stored_count: r.get::<_, i64>(16)?.max(0) as u64,
+        stored_bytes: r.get::<_, i64>(17)?.max(0) as u64,
     })
 }
 
@@ -164,6 +189,7 @@ pub(super) fn put(
     put: WebhookPut,
     now: i64,
     public_url: &str,
+    retention: &Limits,
 ) -> Result<Applied, StoreError> {
     let existing = match &put.uuid {
         Some(uuid) => get(conn, uuid)?,
@@ -202,11 +228,15 @@ pub(super) fn put(
             if let Some(v) = put.allow_cidrs {
                 w.allow_cidrs = v;
             }
+            if let Some(v) = put.retention {
+                w.retention = v;
+            }
             w.updated_at = now;
             conn.execute(
                 "UPDATE webhooks SET event_key = ?2, payload_type = ?3, max_payload_length = ?4, \
                  description = ?5, enabled = ?6, updated_at = ?7, verify = ?8, dedupe = ?9, \
-                 dedupe_window = ?10, rate_limit = ?11, allow_cidrs = ?12 WHERE uuid = ?1",
+                 dedupe_window = ?10, rate_limit = ?11, allow_cidrs = ?12, retention = ?13 \
+                 WHERE uuid = ?1",
                 params![
                     w.uuid,
                     w.event_key,
@@ -220,6 +250,7 @@ pub(super) fn put(
                     w.dedupe_window,
                     to_json(&w.rate_limit),
                     cidrs_json(&w.allow_cidrs),
+                    retention_json(&w.retention),
                 ],
             )?;
             w
@@ -231,8 +262,20 @@ pub(super) fn put(
                         .into(),
                 )
             })?;
+            let uuid = put.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            // A webhook created again with the uuid of a deleted one takes its stored messages
+            // (and their counters) back.
+            let retired: Option<(i64, i64)> = conn
+                .query_row(
+                    "DELETE FROM retired_webhooks WHERE uuid = ?1 \
+                     RETURNING stored_count, stored_bytes",
+                    [&uuid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (stored_count, stored_bytes) = retired.unwrap_or((0, 0));
             let w = WebhookRow {
-                uuid: put.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                uuid,
                 event_key,
                 payload_type: put.payload_type.unwrap_or_default(),
                 max_payload_length: put
@@ -249,11 +292,14 @@ pub(super) fn put(
                 dedupe_window: put.dedupe_window.unwrap_or(DEFAULT_DEDUPE_WINDOW),
                 rate_limit: put.rate_limit.flatten(),
                 allow_cidrs: put.allow_cidrs.unwrap_or_default(),
+                retention: put.retention.flatten(),
+                stored_count: stored_count.max(0) as u64,
+                stored_bytes: stored_bytes.max(0) as u64,
             };
             conn.execute(
                 &format!(
                     "INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, \
-                     ?9, ?10, ?11, ?12, ?13)"
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
                 ),
                 params![
                     w.uuid,
@@ -269,6 +315,9 @@ pub(super) fn put(
                     w.dedupe_window,
                     to_json(&w.rate_limit),
                     cidrs_json(&w.allow_cidrs),
+                    retention_json(&w.retention),
+                    w.stored_count as i64,
+                    w.stored_bytes as i64,
                 ],
             )?;
             w
@@ -279,7 +328,9 @@ pub(super) fn put(
     } else {
         EventType::WebhookUpdated
     };
-    let data = EventData::Json(serde_json::to_value(row.to_api(public_url)).unwrap_or_default());
+    let data = EventData::Json(
+        serde_json::to_value(row.to_api(public_url, retention)).unwrap_or_default(),
+    );
     let event = log_event(conn, kind, now, Some(&row.event_key), None, data)?;
     let mut applied = Applied::new(Outcome::Webhook(Box::new(row.clone()), created));
     applied.events.push(event);
@@ -292,10 +343,29 @@ pub(super) fn delete(
     uuid: &str,
     now: i64,
     public_url: &str,
+    retention: &Limits,
 ) -> Result<Applied, StoreError> {
     let row = get(conn, uuid)?.ok_or_else(|| StoreError::NotFound(no_such_webhook(uuid)))?;
     conn.execute("DELETE FROM webhooks WHERE uuid = ?1", [uuid])?;
-    let data = EventData::Json(serde_json::to_value(row.to_api(public_url)).unwrap_or_default());
+    // Its messages stay, and so does their retention.
+    if row.stored_count > 0 {
+        conn.execute(
+            "INSERT INTO retired_webhooks (uuid, retention, stored_count, stored_bytes) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uuid) DO UPDATE SET \
+             retention = excluded.retention, \
+             stored_count = stored_count + excluded.stored_count, \
+             stored_bytes = stored_bytes + excluded.stored_bytes",
+            params![
+                uuid,
+                retention_json(&row.retention),
+                row.stored_count as i64,
+                row.stored_bytes as i64
+            ],
+        )?;
+    }
+    let data = EventData::Json(
+        serde_json::to_value(row.to_api(public_url, retention)).unwrap_or_default(),
+    );
     let event = log_event(
         conn,
         EventType::WebhookDeleted,
@@ -310,6 +380,10 @@ pub(super) fn delete(
         .effects
         .push(Effect::UncacheWebhook(uuid.to_string()));
     Ok(applied)
+}
+
+fn retention_json(r: &Option<Override>) -> Option<String> {
+    r.as_ref().map(|o| o.to_json().to_string())
 }
 
 fn cidrs_json(c: &[ipnet::IpNet]) -> Option<String> {

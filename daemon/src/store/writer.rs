@@ -26,6 +26,9 @@ use super::{deliveries, pipelines};
 
 /// Most operations in one transaction; bounds the latency a large batch adds.
 const MAX_BATCH: usize = 512;
+/// Rows of each kind one prune operation deletes at most, so a batch it shares with captures
+/// stays short.
+const PRUNE_CHUNK: usize = 1000;
 
 /// A write the writer thread performs.
 pub(crate) enum Op {
@@ -39,6 +42,10 @@ pub(crate) enum Op {
     PruneEvents {
         max_count: u64,
         before_ms: i64,
+    },
+    /// One chunk of pruning by the retention limits, freeing bodies pruned `grace_ms` ago.
+    Prune {
+        grace_ms: i64,
     },
     PutPipeline(Box<pipelines::PipelineRow>),
     DeletePipeline(String),
@@ -84,6 +91,7 @@ pub(crate) enum Outcome {
     Webhook(Box<WebhookRow>, bool),
     Token(TokenRow),
     Pruned(usize),
+    Retained(super::retention::Pruned),
     Pipeline(pipelines::PipelineRow, bool),
     /// (seq, public id) of each queued execution.
     Executions(Vec<(i64, String)>),
@@ -342,8 +350,20 @@ fn apply(
     let now = crate::clock::now_ms();
     match op {
         Op::Capture(c) => messages::insert(conn, *c, now, segments, seqs),
-        Op::PutWebhook(put) => webhooks::put(conn, *put, now, &shared.public_url),
-        Op::DeleteWebhook(uuid) => webhooks::delete(conn, &uuid, now, &shared.public_url),
+        Op::PutWebhook(put) => webhooks::put(
+            conn,
+            *put,
+            now,
+            &shared.public_url,
+            &shared.retention.messages,
+        ),
+        Op::DeleteWebhook(uuid) => webhooks::delete(
+            conn,
+            &uuid,
+            now,
+            &shared.public_url,
+            &shared.retention.messages,
+        ),
         Op::CreateToken(t) => tokens::insert(conn, t),
         Op::DeleteToken(id) => tokens::delete(conn, &id),
         Op::Ping => {
@@ -356,7 +376,20 @@ fn apply(
         Op::PruneEvents {
             max_count,
             before_ms,
-        } => super::events::prune(conn, max_count, before_ms, 10_000),
+        } => super::events::prune(
+            conn,
+            max_count,
+            before_ms,
+            super::events::PRUNE_CHUNK as u32,
+        ),
+        Op::Prune { grace_ms } => super::retention::prune(
+            conn,
+            &shared.retention,
+            &shared.dirs,
+            now,
+            PRUNE_CHUNK,
+            grace_ms,
+        ),
         Op::PutPipeline(row) => pipelines::put(conn, *row, now),
         Op::DeletePipeline(name) => pipelines::delete(conn, &name, now),
         Op::QueueExecutions { new, cursor } => pipelines::create(conn, new, cursor, now),
