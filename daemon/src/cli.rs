@@ -37,20 +37,120 @@ pub fn run(over: &Overrides, args: CommandArgs) -> ExitCode {
     }
 }
 
+/// Which daemon to talk to, and with what token.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Daemon URL [default: http:// plus the configured listen address].
+    #[arg(long, env = "HOOKD_URL")]
+    pub url: Option<String>,
+    /// API token [default: HOOKD_ADMIN_TOKEN, else <data-dir>/admin.token of a local daemon].
+    #[arg(long, env = "HOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// The base URL and token, with the defaults filled in from the config.
+    fn resolve(&self, over: &Overrides) -> Result<(String, Option<String>), String> {
+        let config = Config::load(over).map_err(|e| e.to_string())?;
+        let base = self
+            .url
+            .clone()
+            .unwrap_or_else(|| local_url(&config))
+            .trim_end_matches('/')
+            .to_string();
+        let token = self
+            .token
+            .clone()
+            .or_else(|| config.admin_token.clone())
+            .or_else(|| read_token_file(&config.data_dir));
+        Ok((base, token))
+    }
+}
+
+/// `hookd backup FILE`: streams `store.backup` into FILE (written as FILE.partial, renamed when
+/// complete, so a FILE that exists is a whole backup).
+pub fn backup(over: &Overrides, target: &Target, file: &Path) -> Result<(), String> {
+    if file.exists() {
+        return Err(format!(
+            "{} exists; give a new file name (backups are never overwritten)",
+            file.display()
+        ));
+    }
+    let (base, token) = target.resolve(over)?;
+    let partial = std::path::PathBuf::from(format!("{}.partial", file.display()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let result = rt.block_on(async {
+        let mut req = reqwest::Client::new().post(format!("{base}/api/v3/command/store.backup"));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req.send().await.map_err(|e| {
+            format!("cannot reach hookd at {base} ({e}); is it running? Pass --url")
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let msg = serde_json::from_slice::<ErrorResponse>(&bytes)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(format!("{msg} [HTTP {status}]"));
+        }
+        let mut out = std::fs::File::create(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("the backup was cut off ({e}); see the daemon's log"))?
+        {
+            out.write_all(&chunk)
+                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            bytes += chunk.len() as u64;
+        }
+        out.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        Ok(bytes)
+    });
+    let bytes = match result {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, file)
+        .map_err(|e| format!("cannot rename to {}: {e}", file.display()))?;
+    eprintln!("backup written to {} ({bytes} bytes)", file.display());
+    Ok(())
+}
+
+/// `hookd restore FILE`: restores a backup into the configured data dir, which must be empty.
+pub fn restore(over: &Overrides, file: &Path) -> Result<(), String> {
+    let config = Config::load(over).map_err(|e| e.to_string())?;
+    let f =
+        std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let m = crate::store::backup::restore(std::io::BufReader::new(f), &config.data_dir)
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "restored {} messages ({} body files) from {} into {}; start hookd on it",
+        m.messages,
+        m.body_files,
+        m.created_at,
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
 fn call(over: &Overrides, args: CommandArgs) -> Result<ExitCode, String> {
     let params = parse_params(&args.params)?;
-    let config = Config::load(over).map_err(|e| e.to_string())?;
-    let base = args
-        .url
-        .clone()
-        .unwrap_or_else(|| local_url(&config))
-        .trim_end_matches('/')
-        .to_string();
-    let token = args
-        .token
-        .clone()
-        .or_else(|| config.admin_token.clone())
-        .or_else(|| read_token_file(&config.data_dir));
+    let (base, token) = Target {
+        url: args.url.clone(),
+        token: args.token.clone(),
+    }
+    .resolve(over)?;
     let url = format!("{base}/api/v3/command/{}", args.name);
 
     let rt = tokio::runtime::Builder::new_current_thread()

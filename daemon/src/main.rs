@@ -30,12 +30,26 @@ enum Cmd {
     Serve,
     /// Call a command of a running daemon, e.g. `hookd command webhook.put eventKey=webhook.x`.
     Command(CommandArgs),
+    /// Write a consistent backup of a running daemon (database and bodies) to FILE.
+    Backup {
+        #[command(flatten)]
+        target: cli::Target,
+        /// The archive to write (a tar file; it must not exist yet).
+        file: std::path::PathBuf,
+    },
+    /// Restore a backup into the data dir (--data-dir), which must be empty or not exist.
+    Restore {
+        /// An archive written by `hookd backup`.
+        file: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Command(args)) => cli::run(&cli.over, args),
+        Some(Cmd::Backup { target, file }) => exit(cli::backup(&cli.over, &target, &file)),
+        Some(Cmd::Restore { file }) => exit(cli::restore(&cli.over, &file)),
         None | Some(Cmd::Serve) => match daemon(&cli.over) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -43,6 +57,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn exit(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

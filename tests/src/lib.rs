@@ -110,9 +110,35 @@ impl Daemon {
 
     /// Starts a daemon with `options` and a fresh data dir.
     pub async fn start_with(options: Options) -> Daemon {
+        Daemon::start_prepared(options, |_| {}).await
+    }
+
+    /// Runs `hookd restore <archive>` into a fresh data dir (asserting it succeeds) and starts a
+    /// daemon on it.
+    pub async fn start_restored(archive: &Path, options: Options) -> Daemon {
+        Daemon::start_prepared(options, |dir| {
+            let out = std::process::Command::new(hookd_bin())
+                .arg("restore")
+                .arg(archive)
+                .arg("--data-dir")
+                .arg(dir)
+                .output()
+                .expect("run hookd restore");
+            assert!(
+                out.status.success(),
+                "hookd restore failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await
+    }
+
+    /// Starts a daemon after `prepare` has had the (not yet created) data dir's path.
+    async fn start_prepared(options: Options, prepare: impl FnOnce(&Path)) -> Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("data");
         let log = tmp.path().join("hookd.log");
+        prepare(&dir);
         let mut d = Daemon {
             child: None,
             url: String::new(),
@@ -311,6 +337,19 @@ impl Daemon {
             w["webhookUrl"].as_str().expect("webhookUrl").to_string(),
             w["uuid"].as_str().expect("uuid").to_string(),
         )
+    }
+
+    /// Runs `hookd <args>` (any subcommand) with this daemon's URL and token in the environment.
+    pub fn hookd(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(hookd_bin());
+        for v in HOOKD_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.args(args)
+            .env("HOOKD_URL", &self.url)
+            .env("HOOKD_TOKEN", &self.token)
+            .output()
+            .expect("run hookd")
     }
 
     /// Runs `hookd command <args>` against this daemon.

@@ -169,6 +169,9 @@ pub enum RawData {
         offset: u64,
         len: u64,
     },
+    /// Bytes produced while they are sent (a backup), length unknown; an error ends the
+    /// response early, so the client sees it cut off rather than complete.
+    Stream(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
 }
 
 /// Serializes `v` as a JSON answer.

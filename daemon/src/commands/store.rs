@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hookd_shared::{PruneReport, RetentionStats, Role};
 
-use super::{Call, Command, Kind, Output, Param, json};
+use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json};
 use crate::app::App;
 use crate::error::Error;
 use crate::retention::Limits;
@@ -31,6 +31,13 @@ pub(super) fn commands() -> Vec<Command> {
                 description: "free the bytes of bodies pruned at least this long ago (default 60: a reader may still be streaming one); 0 frees them at once",
             }],
             handler: |app, call| Box::pin(prune(app, call)),
+        },
+        Command {
+            name: "store.backup",
+            description: "A consistent backup of the database and every stored body, taken while hookd runs, as a tar archive (hookd backup FILE writes it; hookd restore FILE restores it into an empty data dir)",
+            role: Some(Role::Admin),
+            params: &[],
+            handler: |app, call| Box::pin(backup(app, call)),
         },
     ]
 }
@@ -77,4 +84,66 @@ async fn prune(app: Arc<App>, call: Call) -> Result<Output, Error> {
         files_deleted: p.files_deleted,
         segment_bytes_freed: p.segment_bytes_freed,
     })
+}
+
+/// Chunks written by a blocking task, handed to a response body through a bounded channel (so a
+/// slow client slows the backup instead of filling memory).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the client went away"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+async fn backup(app: Arc<App>, _call: Call) -> Result<Output, Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        match store.backup(&mut out) {
+            Ok(m) => tracing::info!(messages = m.messages, bytes = m.bytes, "backup written"),
+            Err(e) => {
+                tracing::error!("backup failed: {e}");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let name = format!(
+        "hookd-backup-{}.tar",
+        crate::clock::rfc3339(crate::clock::now_ms()).replace(':', "")
+    );
+    Ok(Output::Raw(RawOutput {
+        content_type: "application/x-tar".into(),
+        filename: Some(name),
+        data: RawData::Stream(rx),
+    }))
 }

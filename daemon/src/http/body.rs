@@ -40,3 +40,11 @@ pub async fn file(path: &Path, offset: u64, len: u64) -> std::io::Result<Body> {
     let stream = ReaderStream::with_capacity(f.take(len), 64 * 1024).map_ok(Frame::data);
     Ok(BodyExt::boxed(StreamBody::new(stream)))
 }
+
+/// The chunks `rx` yields, as they come; an error ends the body as failed.
+pub fn stream(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+    });
+    BodyExt::boxed(StreamBody::new(chunks))
+}

@@ -113,9 +113,12 @@ where
             let (body, len) = match raw.data {
                 RawData::Bytes(b) => {
                     let len = b.len() as u64;
-                    (full(b), len)
+                    (full(b), Some(len))
                 }
-                RawData::File { path, offset, len } => (body::file(&path, offset, len).await?, len),
+                RawData::File { path, offset, len } => {
+                    (body::file(&path, offset, len).await?, Some(len))
+                }
+                RawData::Stream(rx) => (body::stream(rx), None),
             };
             let mut r = Response::new(body);
             let h = r.headers_mut();
@@ -124,7 +127,9 @@ where
                 HeaderValue::from_str(&raw.content_type)
                     .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            if let Some(len) = len {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
             if let Some(name) = raw.filename {
                 let safe: String = name
                     .chars()

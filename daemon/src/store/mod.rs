@@ -3,6 +3,7 @@
 //! read-only connections. The async side talks to both through channels, so no rusqlite type
 //! ever crosses an `.await`.
 
+pub mod backup;
 mod checkpoint;
 pub mod deliveries;
 mod error;
@@ -81,6 +82,8 @@ pub(crate) struct Shared {
     retention: RetentionConfig,
     /// Queued executions for the pipeline workers, sent after their commit.
     runs: mpsc::UnboundedSender<i64>,
+    /// Backups running: while any is, pruned bodies are not freed (the backup may need them).
+    backups: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -154,6 +157,7 @@ impl Store {
             public_url: cfg.public_url,
             retention: cfg.retention,
             runs,
+            backups: Default::default(),
         });
         let readers = reader::Pool::start(READERS, || {
             let c = Connection::open_with_flags(
@@ -228,6 +232,20 @@ impl Store {
     /// The base of every `webhookUrl`.
     pub fn public_url(&self) -> &str {
         &self.inner.shared.public_url
+    }
+
+    /// Writes a backup archive to `out` (see `backup.rs`); blocking: run it off the runtime.
+    pub fn backup(&self, out: impl std::io::Write) -> Result<backup::Manifest, StoreError> {
+        use std::sync::atomic::Ordering;
+        struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.shared.backups.fetch_add(1, Ordering::SeqCst);
+        let _running = Running(&self.inner.shared.backups);
+        backup::write(self.dirs(), out)
     }
 
     /// A webhook as stored now (with its counters), for tests.

@@ -388,7 +388,12 @@ fn apply(
             &shared.dirs,
             now,
             PRUNE_CHUNK,
-            grace_ms,
+            // While a backup runs, nothing is freed: it may still copy those bodies.
+            if shared.backups.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                i64::MAX / 2
+            } else {
+                grace_ms
+            },
         ),
         Op::PutPipeline(row) => pipelines::put(conn, *row, now),
         Op::DeletePipeline(name) => pipelines::delete(conn, &name, now),
