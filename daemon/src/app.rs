@@ -35,6 +35,10 @@ pub struct App {
     pub burst: Arc<crate::receive::burst::Burst>,
     /// One permit per program `exec` runs at once (`[pipeline] programs`).
     pub programs: Semaphore,
+    /// The Prometheus recorder, when `[metrics] enabled`.
+    pub metrics: Option<crate::metrics::Metrics>,
+    /// `[metrics] listen`, bound at start-up (so a busy port fails the start) until served.
+    pub metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 /// Concurrent receives that make a burst. A steady 1,000 requests/s at 2 ms each is ~2 at once;
@@ -54,12 +58,30 @@ pub enum OpenError {
     Deliver(String),
     #[error("cannot start the threads that serve connections: {0}")]
     Threads(std::io::Error),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 impl App {
     /// Opens the store in the data dir and sets up the bootstrap admin token. `bound` is the
     /// address actually listened on, for the default public URL.
     pub async fn open(config: Config, bound: SocketAddr) -> Result<Arc<App>, OpenError> {
+        let metrics_listener = match config.metrics.listen.filter(|_| config.metrics.enabled) {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| {
+                        OpenError::Metrics(format!(
+                            "cannot listen on {addr} ([metrics] listen): {e}"
+                        ))
+                    })?;
+                if let Ok(a) = l.local_addr() {
+                    tracing::info!("metrics on http://{a}/metrics");
+                }
+                Some(l)
+            }
+            None => None,
+        };
         let bus = Bus::default();
         let public_url = config
             .public_url
@@ -91,7 +113,14 @@ impl App {
                 cause,
             })?;
         let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
+        let metrics = if config.metrics.enabled {
+            crate::metrics::Metrics::install()
+        } else {
+            None
+        };
         let app = Arc::new(App {
+            metrics,
+            metrics_listener: std::sync::Mutex::new(metrics_listener),
             limits: crate::receive::limits::Limits::default(),
             // `nice = 0` asks for runs that compete equally with receiving: no stepping aside.
             burst: crate::receive::burst::Burst::new(if config.pipeline.nice == 0 {
@@ -144,13 +173,22 @@ async fn prune_events(app: Arc<App>) {
 async fn prune_retained(app: &App) {
     let grace = std::time::Duration::from_millis(crate::store::retention::GRACE_MS as u64);
     match app.store.prune_all(grace).await {
-        Ok(p) if p.messages + p.executions + p.deliveries > 0 => tracing::info!(
-            messages = p.messages,
-            bytes = p.message_bytes,
-            executions = p.executions,
-            deliveries = p.deliveries,
-            "pruned by retention"
-        ),
+        Ok(p) if p.messages + p.executions + p.deliveries > 0 => {
+            for (kind, n) in [
+                ("messages", p.messages),
+                ("executions", p.executions),
+                ("deliveries", p.deliveries),
+            ] {
+                metrics::counter!(crate::metrics::PRUNED, "kind" => kind).increment(n);
+            }
+            tracing::info!(
+                messages = p.messages,
+                bytes = p.message_bytes,
+                executions = p.executions,
+                deliveries = p.deliveries,
+                "pruned by retention"
+            )
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("pruning by retention failed: {e}"),
     }

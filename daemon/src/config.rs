@@ -53,6 +53,29 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     pub send: SendConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
+    /// Log lines as text for a person, or JSON for a log shipper.
+    pub log_format: LogFormat,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Record and serve metrics at all.
+    pub enabled: bool,
+    /// Serve `/metrics` (and `/healthz`, `/readyz`) on this address of its own, without a
+    /// token, instead of on the main listener with one.
+    pub listen: Option<SocketAddr>,
+    /// On the main listener, whether `/metrics` needs a (viewer) token.
+    pub token_required: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Outgoing webhooks (`webhook.send`, `message.forward`).
@@ -176,6 +199,12 @@ impl Config {
                 interval: Duration::from_secs(60),
                 ..RetentionConfig::default()
             },
+            metrics: MetricsConfig {
+                enabled: true,
+                listen: None,
+                token_required: true,
+            },
+            log_format: LogFormat::Text,
             send: SendConfig {
                 allow_cidrs: Vec::new(),
                 allow_private: false,
@@ -306,6 +335,19 @@ impl Config {
             c.send.max_per_host = v.max(1);
         }
         file.retention.apply(&mut c)?;
+        let m = file.metrics;
+        if let Some(v) = m.enabled {
+            c.metrics.enabled = v;
+        }
+        if let Some(v) = m.listen.as_deref().map(parse_addr).transpose()? {
+            c.metrics.listen = Some(v);
+        }
+        if let Some(v) = m.token {
+            c.metrics.token_required = v;
+        }
+        if let Some(v) = over.log_format.or(s.log_format) {
+            c.log_format = v;
+        }
         if let Some(m) = file.smtp {
             let host = m.host.ok_or_else(|| {
                 ConfigError::Invalid(
@@ -349,6 +391,9 @@ pub struct Overrides {
     /// Most simultaneous connections [default: 1024].
     #[arg(long, env = "HOOKD_MAX_CONNECTIONS", global = true)]
     pub max_connections: Option<usize>,
+    /// Log lines as text (default) or json, one object per line.
+    #[arg(long, env = "HOOKD_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// A config file that cannot be used; the message names the file and the problem.
@@ -435,6 +480,16 @@ struct FileConfig {
     send: SendSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MetricsSection {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    token: Option<bool>,
 }
 
 /// `[retention]`: the messages' limits, and a subsection per other kind.
@@ -563,6 +618,7 @@ struct ServerSection {
     per_ip_rate: Option<f64>,
     per_ip_burst: Option<u32>,
     min_body_rate: Option<u64>,
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Deserialize, Default)]

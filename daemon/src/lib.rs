@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod receive;
 pub mod retention;

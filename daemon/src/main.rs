@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookd::cli::{self, CommandArgs};
-use hookd::config::{Config, Overrides};
+use hookd::config::{Config, LogFormat, Overrides};
 
 // glibc's allocator spent ~15% of the receive path's CPU in malloc/free under load (perf, see
 // docs/BENCHMARKS.md); mimalloc's thread-local heaps remove most of that. Built with `no_thp`: on
@@ -78,16 +78,20 @@ fn daemon(over: &Overrides) -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours for a person at a terminal; a log file or journald would keep the escape codes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config = Config::load(over)?;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        // One JSON object per line, for log shippers (journald, Loki, Vector, ...).
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Colours for a person at a terminal; a log file or journald would keep the escape codes.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .enable_all()

@@ -43,6 +43,17 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), OpenError> {
+    let metrics_listener = app
+        .metrics_listener
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(l) = metrics_listener {
+        match TcpListener::from_std(l) {
+            Ok(l) => drop(tokio::spawn(serve_metrics(l, app.clone()))),
+            Err(e) => tracing::error!("the metrics listener cannot serve: {e}"),
+        }
+    }
     let max = app.config.max_connections;
     let permits = Arc::new(Semaphore::new(max));
     let stopping = app.shutdown.clone();
@@ -99,6 +110,54 @@ pub async fn run(
     app.store.shutdown().await;
     lanes.stop().await;
     Ok(())
+}
+
+/// The `[metrics] listen` address: `/metrics`, `/healthz` and `/readyz` without a token, for a
+/// Prometheus on the same host or network. A handful of connections at most, so no lanes.
+async fn serve_metrics(listener: TcpListener, app: Arc<App>) {
+    let stopping = app.shutdown.clone();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopping.cancelled() => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    let r = match req.uri().path() {
+                        "/metrics" => crate::http::metrics_response(&app).await,
+                        "/healthz" => Ok(crate::http::body::json_response(
+                            http::StatusCode::OK,
+                            &serde_json::json!({"status": "ok"}),
+                        )),
+                        "/readyz" => app.store.health().await.map_err(Into::into).map(|()| {
+                            crate::http::body::json_response(
+                                http::StatusCode::OK,
+                                &serde_json::json!({"status": "ok"}),
+                            )
+                        }),
+                        p => Err(crate::error::Error::NotFound(format!(
+                            "nothing at {p}; this address serves /metrics, /healthz and /readyz"
+                        ))),
+                    };
+                    Ok::<_, Infallible>(r.unwrap_or_else(|e| crate::http::error::response(&e)))
+                }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
 }
 
 /// An accepted connection on its way to a lane, with what it holds until it closes.

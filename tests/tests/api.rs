@@ -249,7 +249,7 @@ async fn cli_round_trip_and_errors_exit_non_zero() {
 }
 
 #[tokio::test]
-async fn healthz_answers_when_the_database_is_writable() {
+async fn healthz_answers_while_hookd_runs() {
     let d = Daemon::start().await;
     let r = d
         .http()

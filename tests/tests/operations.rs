@@ -271,3 +271,157 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
 }
+
+/// The samples of one metric: (labels, value).
+fn samples(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+) -> Vec<(std::collections::HashMap<String, String>, f64)> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| {
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let v = match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            };
+            (labels, v)
+        })
+        .collect()
+}
+
+/// The value of `name` with all of `want` among its labels (0 when absent).
+fn value(scrape: &prometheus_parse::Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples(scrape, name)
+        .into_iter()
+        .filter(|(l, _)| {
+            want.iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn scrape(d: &Daemon, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = d.http().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("scrape");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format")
+}
+
+/// `/metrics` needs a token on the main listener, parses as Prometheus text, and its counters
+/// move with what happens: captures and refusals per webhook, requests by route, the writer's
+/// batches, stream clients. `/healthz` and `/readyz` answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happens_and_need_a_token() {
+    let d = Daemon::start().await;
+    let metrics_url = format!("{}/metrics", d.url);
+    let (status, _) = scrape(&d, &metrics_url, None).await;
+    assert_eq!(status, 401);
+    let viewer = d
+        .ok(
+            "token.create",
+            json!({ "role": "viewer", "name": "prometheus" }),
+        )
+        .await;
+    let viewer = viewer["token"].as_str().expect("token").to_string();
+    let (status, before) = scrape(&d, &metrics_url, Some(&viewer)).await;
+    assert_eq!(status, 200, "{before}");
+    let before = parse(&before);
+
+    let (url, uuid) = d.webhook("webhook.metered").await;
+    let label = &uuid[..8];
+    for i in 0..3 {
+        let (status, _) = d.post(&url, noise(100, i)).await;
+        assert_eq!(status, 200);
+    }
+    d.ok(
+        "webhook.put",
+        json!({ "uuid": uuid, "verify": { "scheme": "github", "secret": "s3cret" } }),
+    )
+    .await;
+    let (status, _) = d.post(&url, "unsigned").await;
+    assert_eq!(status, 401);
+    let _events = d.events("").await;
+
+    let (_, text) = scrape(&d, &metrics_url, Some(&viewer)).await;
+    assert!(
+        !text.contains(&uuid),
+        "a whole webhook uuid is never a label"
+    );
+    let after = parse(&text);
+    let webhook = [("webhook", label)];
+    assert_eq!(value(&after, "hookd_messages_total", &webhook), 3.0);
+    assert_eq!(
+        value(
+            &after,
+            "hookd_rejections_total",
+            &[("webhook", label), ("reason", "signature")]
+        ),
+        1.0
+    );
+    let receive = [
+        ("route", "/api/v3/command/webhook.receive"),
+        ("status", "200"),
+    ];
+    assert_eq!(
+        value(&after, "hookd_http_requests_total", &receive)
+            - value(&before, "hookd_http_requests_total", &receive),
+        3.0
+    );
+    assert!(value(&after, "hookd_received_bytes_total", &[]) >= 300.0);
+    assert!(value(&after, "hookd_receive_duration_seconds_count", &[]) >= 4.0);
+    assert!(value(&after, "hookd_writer_batch_size_count", &[]) > 0.0);
+    assert_eq!(value(&after, "hookd_stream_clients", &[]), 1.0);
+    assert!(value(&after, "hookd_database_bytes", &[]) > 0.0);
+    let command = [
+        ("route", "/api/v3/command/:name"),
+        ("command", "webhook.put"),
+    ];
+    assert!(value(&after, "hookd_http_requests_total", &command) >= 2.0, "{text}");
+
+    for path in ["/healthz", "/readyz"] {
+        let r = d
+            .http()
+            .get(format!("{}{path}", d.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+}
+
+/// `[metrics] listen` serves `/metrics` on an address of its own, without a token; the main
+/// listener then has none.
+#[tokio::test]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let d = Daemon::start_with(Options::config("[metrics]\nlisten = \"127.0.0.1:0\"\n")).await;
+    let log = d.log_text();
+    let at = log
+        .split("metrics on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_string();
+    let (status, text) = scrape(&d, &at, None).await;
+    assert_eq!(status, 200);
+    parse(&text);
+    let (status, _) = scrape(&d, &format!("{}/metrics", d.url), Some(&d.token.clone())).await;
+    assert_eq!(status, 404);
+}

@@ -211,6 +211,14 @@ pub async fn run(app: Arc<App>) {
 async fn attempt(app: Arc<App>, row: DeliveryRow) {
     let seq = row.seq;
     let record = attempt_once(&app, &row).await;
+    let outcome = match record.next {
+        crate::store::deliveries::Next::Succeeded => "success",
+        crate::store::deliveries::Next::Failed => "failed",
+        crate::store::deliveries::Next::RetryAt(_) => "retry",
+    };
+    metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "outcome" => outcome).increment(1);
+    metrics::histogram!(crate::metrics::DELIVERY_ATTEMPT_SECONDS)
+        .record(record.duration_ms.max(0) as f64 / 1000.0);
     let recorded = app.store.record_attempt(record).await;
     if let Ok(mut hold) = app.deliverer.hold.lock() {
         match &recorded {

@@ -27,9 +27,17 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = route_of(&app, &path);
     let result = match path.as_str() {
-        "/healthz" => health(&app).await,
+        "/healthz" => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        "/readyz" => ready(&app).await,
+        "/metrics" if app.config.metrics.listen.is_none() => metrics(&app, req.headers()).await,
         "/api/v3/events" => crate::stream::handle(&app, req),
         crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
@@ -58,15 +66,110 @@ where
             "nothing at {path}; commands are at {COMMAND_PREFIX}<name> (command.list lists them)"
         ))),
     };
-    result.unwrap_or_else(|e| error::response(&e))
+    let response = result.unwrap_or_else(|e| error::response(&e));
+    let status = response.status().as_u16();
+    if app.metrics.is_some() {
+        metrics::counter!(
+            crate::metrics::REQUESTS,
+            "route" => route.0,
+            "command" => route.1,
+            "status" => crate::metrics::status_label(status),
+        )
+        .increment(1);
+        if route.0 == crate::store::webhooks::RECEIVE_PATH {
+            metrics::histogram!(crate::metrics::RECEIVE_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+    // The route, never the path and query: those carry webhook uuids and tokens.
+    tracing::debug!(
+        target: "hookd::access",
+        %method,
+        route = route.0,
+        command = route.1,
+        status,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        remote = %remote.ip(),
+    );
+    response
 }
 
-async fn health(app: &App) -> Result<Response<Body>, Error> {
+/// The route template of `path` and, for a command, its name: bounded label values.
+fn route_of(app: &App, path: &str) -> (&'static str, &'static str) {
+    match path {
+        "/healthz" => ("/healthz", ""),
+        "/readyz" => ("/readyz", ""),
+        "/metrics" => ("/metrics", ""),
+        "/api/v3/events" => ("/api/v3/events", ""),
+        crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
+            (crate::store::webhooks::RECEIVE_PATH, "webhook.receive")
+        }
+        p => match p.strip_prefix(COMMAND_PREFIX) {
+            Some(name) => (
+                "/api/v3/command/:name",
+                app.registry.get(name).map_or("unknown", |c| c.name),
+            ),
+            None => ("other", ""),
+        },
+    }
+}
+
+/// Readiness: the database is open (so migrated) and takes a write.
+async fn ready(app: &App) -> Result<Response<Body>, Error> {
     app.store.health().await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({"status": "ok"}),
     ))
+}
+
+/// `/metrics` on the main listener: a viewer token unless `[metrics] token = false`.
+async fn metrics(app: &App, headers: &http::HeaderMap) -> Result<Response<Body>, Error> {
+    if app.config.metrics.token_required && auth::authenticate(&app.store, headers)?.is_none() {
+        return Err(Error::Unauthorized(
+            "/metrics needs a token: send 'Authorization: Bearer <token>' (a viewer token is \
+             enough), serve it on its own address with [metrics] listen, or set [metrics] \
+             token = false"
+                .into(),
+        ));
+    }
+    metrics_response(app).await
+}
+
+/// The exposition text, after reading the gauges that are not counted as they change.
+pub async fn metrics_response(app: &App) -> Result<Response<Body>, Error> {
+    let Some(m) = &app.metrics else {
+        return Err(Error::NotFound(
+            "metrics are off ([metrics] enabled = false)".into(),
+        ));
+    };
+    let dirs = app.store.dirs().clone();
+    let pending: i64 = app
+        .store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await?;
+    let len = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len()) as f64;
+    metrics::gauge!(crate::metrics::DELIVERIES_PENDING).set(pending as f64);
+    metrics::gauge!(crate::metrics::DATABASE_BYTES).set(len(dirs.db()));
+    metrics::gauge!(crate::metrics::WAL_BYTES).set(len(dirs.root.join("hookd.db-wal")));
+    let clients = app
+        .config
+        .events
+        .max_clients
+        .saturating_sub(app.stream_permits.available_permits());
+    metrics::gauge!(crate::metrics::STREAM_CLIENTS).set(clients as f64);
+    let mut r = Response::new(full(m.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
 }
 
 async fn command<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Body>, Error>

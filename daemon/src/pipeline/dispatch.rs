@@ -343,6 +343,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
         }
         Err(e) => return Err(e),
     };
+    let started = std::time::Instant::now();
     let outcome = prepare_and_run(app, &row).await;
     let finish = match outcome {
         Ok(Some((o, body_from))) => {
@@ -385,6 +386,8 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
             body_from: None,
         },
     };
+    metrics::counter!(crate::metrics::EXECUTIONS, "status" => finish.status).increment(1);
+    metrics::histogram!(crate::metrics::EXECUTION_SECONDS).record(started.elapsed().as_secs_f64());
     // The worker moves on once the record is queued: the writer's queue keeps it ahead of the
     // next run's start, and waiting for its commit too would halve what a worker can run.
     let again = finish.clone();

@@ -23,7 +23,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{Capture, Captured, CapturedBody, Dirs, PartRecord, files::sync_dir};
+use crate::store::{
+    Capture, Captured, CapturedBody, Dirs, PartRecord, WebhookRow, files::sync_dir,
+};
 use multipart::{MultipartError, Parser, header_text};
 
 /// Bodies up to this size are kept in memory and stored in the database row.
@@ -37,7 +39,7 @@ const NO_WEBHOOK: &str = "no webhook at this URL";
 pub async fn receive<B>(
     app: &Arc<App>,
     parts: Parts,
-    mut body: B,
+    body: B,
     remote: SocketAddr,
 ) -> Result<ReceiveResponse, Error>
 where
@@ -62,7 +64,55 @@ where
         .webhook(&uuid)
         .filter(|h| h.enabled)
         .ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
+    let result = capture(app, parts, body, remote, &hook, received_at, started).await;
+    if app.metrics.is_some() {
+        count(&hook, &result);
+    }
+    result
+}
 
+/// Counts a webhook's stored capture or refusal, per webhook.
+fn count(hook: &WebhookRow, result: &Result<ReceiveResponse, Error>) {
+    let webhook = crate::metrics::webhook_label(&hook.uuid);
+    let reason = match result {
+        Ok(r) if r.duplicate => "duplicate",
+        Ok(_) => {
+            metrics::counter!(crate::metrics::MESSAGES, "webhook" => webhook, "event_key" => hook.event_key.clone())
+                .increment(1);
+            return;
+        }
+        Err(Error::Forbidden(_)) => "source",
+        Err(Error::TooManyRequests { .. }) => "rate_limit",
+        Err(Error::PayloadTooLarge(_)) => "too_large",
+        Err(Error::Unauthorized(_)) => "signature",
+        Err(Error::BadRequest(_)) => "bad_request",
+        Err(Error::Timeout(_)) => "timeout",
+        Err(Error::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
+    metrics::counter!(
+        crate::metrics::REJECTIONS,
+        "webhook" => webhook,
+        "event_key" => hook.event_key.clone(),
+        "reason" => reason,
+    )
+    .increment(1);
+}
+
+/// The capture of a request to an enabled webhook, from its source checks to the commit.
+async fn capture<B>(
+    app: &Arc<App>,
+    parts: Parts,
+    mut body: B,
+    remote: SocketAddr,
+    hook: &WebhookRow,
+    received_at: i64,
+    started: Instant,
+) -> Result<ReceiveResponse, Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let client = client_ip(&app.config.trusted_proxies, remote.ip(), &parts.headers);
     if !hook.allow_cidrs.is_empty() && !hook.allow_cidrs.iter().any(|n| n.contains(&client)) {
         return Err(Error::Forbidden(format!(
@@ -208,7 +258,7 @@ where
             capture.rejected = Some(reason);
             app.store.capture(capture).await?;
         } else {
-            tracing::warn!(webhook = %hook.uuid, "rejected request not recorded (rejection records are rate-capped): {reason}");
+            tracing::warn!(webhook = %crate::metrics::webhook_label(&hook.uuid), "rejected request not recorded (rejection records are rate-capped): {reason}");
         }
         return Err(Error::Unauthorized(
             "the request could not be verified".into(),
@@ -223,13 +273,17 @@ where
     if let Some(mut g) = guard {
         g.disarm();
     }
+    let size = capture.size;
     match app.store.capture(capture).await? {
-        Captured::Stored(summary) => Ok(ReceiveResponse {
-            message_id: summary.id.clone(),
-            event_key: summary.event_key.clone(),
-            status: "ok".into(),
-            duplicate: false,
-        }),
+        Captured::Stored(summary) => {
+            metrics::counter!(crate::metrics::RECEIVED_BYTES).increment(size);
+            Ok(ReceiveResponse {
+                message_id: summary.id.clone(),
+                event_key: summary.event_key.clone(),
+                status: "ok".into(),
+                duplicate: false,
+            })
+        }
         Captured::Duplicate(original) => Ok(ReceiveResponse {
             message_id: original,
             event_key: hook.event_key.clone(),

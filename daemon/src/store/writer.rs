@@ -190,8 +190,13 @@ fn commit_batch(
         }
     }
     let mut results = Vec::with_capacity(batch.len());
+    metrics::histogram!(crate::metrics::WRITER_BATCH).record(batch.len() as f64);
+    let started = std::time::Instant::now();
     let mut pending = std::mem::take(batch).into_iter();
-    if let Err(e) = apply_batch(conn, &mut pending, &mut results, shared, segments) {
+    let applied = apply_batch(conn, &mut pending, &mut results, shared, segments);
+    metrics::histogram!(crate::metrics::WRITER_COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = applied {
         tracing::error!(
             "commit failed, {} operations not stored: {e}",
             results.len() + pending.len()
