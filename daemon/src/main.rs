@@ -42,6 +42,19 @@ enum Cmd {
         /// An archive written by `hookd backup`.
         file: std::path::PathBuf,
     },
+    /// Check the configuration (--config file, HOOKD_* variables, flags) without starting.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script, e.g. `hookd completions bash > /etc/bash_completion.d/hookd`.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Load and validate the settings; unknown keys and bad values are errors that name them.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +63,14 @@ fn main() -> ExitCode {
         Some(Cmd::Command(args)) => cli::run(&cli.over, args),
         Some(Cmd::Backup { target, file }) => exit(cli::backup(&cli.over, &target, &file)),
         Some(Cmd::Restore { file }) => exit(cli::restore(&cli.over, &file)),
+        Some(Cmd::Config {
+            action: ConfigAction::Check,
+        }) => exit(check_config(&cli.over)),
+        Some(Cmd::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hookd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         None | Some(Cmd::Serve) => match daemon(&cli.over) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,6 +79,26 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `hookd config check`: the settings as the daemon would load them.
+fn check_config(over: &Overrides) -> Result<(), String> {
+    let c = Config::load(over).map_err(|e| e.to_string())?;
+    let source = over
+        .config
+        .as_ref()
+        .map_or("no config file".to_string(), |p| p.display().to_string());
+    println!(
+        "config ok ({source}): listen {}, data dir {}, retention of messages {}",
+        c.listen,
+        c.data_dir.display(),
+        if c.retention.messages.any() {
+            serde_json::to_string(&c.retention.messages.view()).unwrap_or_default()
+        } else {
+            "none (nothing is deleted)".into()
+        }
+    );
+    Ok(())
 }
 
 fn exit(r: Result<(), String>) -> ExitCode {

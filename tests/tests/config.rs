@@ -185,3 +185,72 @@ async fn the_port_opens_only_once_the_cli_can_use_it() {
     );
     child.kill().await.expect("stop hookd");
 }
+
+/// Runs `hookd <args>` with no HOOKD_* variables of the developer's.
+fn hookd(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(hookd_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOOKD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run hookd")
+}
+
+/// `hookd config check` validates without starting: a good file passes, an unknown key or a bad
+/// value fails naming it, with a non-zero exit.
+#[test]
+fn config_check_names_what_is_wrong() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, toml: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, toml).expect("write");
+        p.to_string_lossy().into_owned()
+    };
+    let good = write(
+        "good.toml",
+        "[retention]\nmaxAge = \"7d\"\n[metrics]\ntoken = false\n",
+    );
+    let out = hookd(&["config", "check", "--config", &good], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"maxAge\":\"7d\""));
+    for (toml, named) in [
+        ("[retention]\nmaxAgee = \"7d\"\n", "maxAgee"),
+        ("[pipeline]\nnice = 40\n", "nice = 40"),
+        ("[metrics]\nlisten = \"nowhere\"\n", "'nowhere'"),
+    ] {
+        let bad = write("bad.toml", toml);
+        let out = hookd(&["config", "check", "--config", &bad], &[]);
+        assert!(!out.status.success(), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{toml}: {err}");
+    }
+}
+
+/// `--version` and shell completions for the three shells.
+#[test]
+fn version_and_completions() {
+    let out = hookd(&["--version"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("hookd {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef hookd"),
+        ("fish", "complete -c hookd"),
+    ] {
+        let out = hookd(&["completions", shell], &[]);
+        assert!(out.status.success());
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}");
+        assert!(script.contains("backup"), "{shell} completes subcommands");
+    }
+}

@@ -394,7 +394,10 @@ async fn metrics_count_what_happens_and_need_a_token() {
         ("route", "/api/v3/command/:name"),
         ("command", "webhook.put"),
     ];
-    assert!(value(&after, "hookd_http_requests_total", &command) >= 2.0, "{text}");
+    assert!(
+        value(&after, "hookd_http_requests_total", &command) >= 2.0,
+        "{text}"
+    );
 
     for path in ["/healthz", "/readyz"] {
         let r = d
