@@ -73,6 +73,22 @@ enum Cmd {
         #[arg(long, default_value = "target/release/hookd-tui")]
         tui: PathBuf,
     },
+    /// Retention under load: fills a webhook with `messages` messages, then prunes it down to
+    /// `keep` while a receive load runs on another webhook; receive rate during the prune
+    /// against the same load before it, the prune rate, and whether the database file grows
+    /// during the steady load after it (it should reuse the freed pages).
+    Prune {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 1000)]
+        keep: usize,
+        /// Seconds of each load phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Keep (and reuse) the filled data dir here (a copy is pruned each run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Latency from a receive's 2xx to the event arriving at a connected WebSocket client, at a
     /// fixed request rate.
     StreamLatency {
@@ -92,6 +108,12 @@ async fn main() -> Result<()> {
         Cmd::MultipartBig { mib } => multipart_big(&cli.hookd, mib).await,
         Cmd::Deliveries { sink, count, conns } => deliveries(&cli.hookd, &sink, count, conns).await,
         Cmd::Store { messages, data_dir } => store(&cli.hookd, messages, data_dir).await,
+        Cmd::Prune {
+            messages,
+            keep,
+            seconds,
+            data_dir,
+        } => prune(&cli.hookd, messages, keep, seconds, data_dir).await,
         Cmd::TuiRender { frames } => tui_render(frames),
         Cmd::TuiStart { messages, tui } => tui_start(&cli.hookd, &tui, messages).await,
     }
@@ -541,6 +563,157 @@ async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result
         payload / 1048576.0,
         db_bytes as f64 / payload,
         replay_time.as_secs_f64()
+    );
+    d.stop().await?;
+    Ok(())
+}
+
+/// Posts 1 KiB JSON messages to `url` from 64 concurrent clients until `stop` is set; returns
+/// how many were answered 2xx.
+async fn load_until(
+    d: &Daemon,
+    url: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<usize> {
+    let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = bytes::Bytes::from(format!(
+        "{{\"event\":\"push\",\"pad\":\"{}\"}}",
+        "x".repeat(1024 - 27)
+    ));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, url, stop, ok, body) = (
+            d.http.clone(),
+            url.to_string(),
+            stop.clone(),
+            ok.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(ok.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Receives per second on `url` over `seconds`.
+async fn load_for(d: &Daemon, url: &str, seconds: u64) -> Result<f64> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = Instant::now();
+    let load = load_until(d, url, stop.clone());
+    let timer = async {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (n, ()) = tokio::join!(load, timer);
+    Ok(n? as f64 / t.elapsed().as_secs_f64())
+}
+
+fn db_pages(dir: &Path) -> Result<(u64, i64)> {
+    let len = std::fs::metadata(dir.join("hookd.db"))?.len();
+    let c = rusqlite::Connection::open_with_flags(
+        dir.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok((len, free))
+}
+
+async fn prune(
+    bin: &Path,
+    messages: usize,
+    keep: usize,
+    seconds: u64,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let filled = data_dir.unwrap_or_else(|| tmp.path().join("filled"));
+    if !filled.join("hookd.db").exists() {
+        let d = Daemon::start_in(bin, &filled, &[]).await?;
+        let url = d.webhook("webhook.bench.pruned").await?;
+        let t = Instant::now();
+        fill(&d, &url, messages).await?;
+        eprintln!(
+            "filled {messages} messages in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        d.stop().await?;
+    }
+    // Prune a copy, so a kept fill serves the next run too.
+    let dir = tmp.path().join("run");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&filled)
+        .arg(&dir)
+        .status()?;
+    if !copied.success() {
+        bail!("cannot copy {}", filled.display());
+    }
+    let d = Daemon::start_in(bin, &dir, &[]).await?;
+    let hooks = d.call("webhook.get", json!({})).await?;
+    let pruned = hooks[0]["uuid"]
+        .as_str()
+        .context("the filled webhook")?
+        .to_string();
+    let stored = hooks[0]["storedCount"].as_u64().unwrap_or(0);
+    // The load goes to a webhook that keeps as many messages as it takes in one phase, so that
+    // after the prune it runs at a steady size.
+    let w = d
+        .call("webhook.put", json!({"eventKey": "webhook.bench.load"}))
+        .await?;
+    let load_url = w["webhookUrl"].as_str().context("webhookUrl")?.to_string();
+    let load_uuid = w["uuid"].as_str().context("uuid")?.to_string();
+
+    let before = load_for(&d, &load_url, seconds).await?;
+    d.call(
+        "webhook.put",
+        json!({"uuid": load_uuid, "retention": {"maxCount": (before * seconds as f64) as u64}}),
+    )
+    .await?;
+    d.call(
+        "webhook.put",
+        json!({"uuid": pruned, "retention": {"maxCount": keep}}),
+    )
+    .await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = Instant::now();
+    let load = load_until(&d, &load_url, stop.clone());
+    let pruning = async {
+        let r = d.call("store.prune", json!({"graceSeconds": 0})).await;
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (r, took)
+    };
+    let (during, (report, took)) = tokio::join!(load, pruning);
+    let report = report?;
+    let during = during? as f64 / t.elapsed().as_secs_f64();
+    let removed = report["messages"].as_u64().unwrap_or(0);
+    d.call("store.prune", json!({"graceSeconds": 0})).await?;
+    let (len_after_prune, free_after_prune) = db_pages(&dir)?;
+    let steady = load_for(&d, &load_url, seconds).await?;
+    d.call("store.prune", json!({"graceSeconds": 0})).await?;
+    let (len_after_load, free_after_load) = db_pages(&dir)?;
+    println!(
+        "prune messages={stored} kept={keep} removed={removed} prune_s={:.2} prune_rate={:.0}/s          receive_before={before:.0}/s receive_during={during:.0}/s ratio={:.2}          steady_after={steady:.0}/s db_after_prune={:.0}MiB free_pages={free_after_prune}          db_after_load={:.0}MiB free_pages={free_after_load} grew={}",
+        took.as_secs_f64(),
+        removed as f64 / took.as_secs_f64(),
+        during / before,
+        len_after_prune as f64 / 1048576.0,
+        len_after_load as f64 / 1048576.0,
+        len_after_load > len_after_prune
     );
     d.stop().await?;
     Ok(())

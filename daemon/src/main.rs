@@ -55,6 +55,8 @@ enum Cmd {
 enum ConfigAction {
     /// Load and validate the settings; unknown keys and bad values are errors that name them.
     Check,
+    /// Print every setting with its variable and default (docs/config.md).
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,12 @@ fn main() -> ExitCode {
         Some(Cmd::Config {
             action: ConfigAction::Check,
         }) => exit(check_config(&cli.over)),
+        Some(Cmd::Config {
+            action: ConfigAction::Docs,
+        }) => {
+            print!("{}", hookd::config::keys::markdown());
+            ExitCode::SUCCESS
+        }
         Some(Cmd::Completions { shell }) => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hookd", &mut std::io::stdout());

@@ -254,3 +254,34 @@ fn version_and_completions() {
         assert!(script.contains("backup"), "{shell} completes subcommands");
     }
 }
+
+/// Every setting has a variable, so a container or a unit file needs no file: variables set
+/// retention and open /metrics; a bad value names its variable.
+#[tokio::test]
+async fn every_setting_can_come_from_a_variable() {
+    let d = Daemon::start_with(Options {
+        env: vec![
+            ("HOOKD_RETENTION_MAX_COUNT".into(), "3".into()),
+            ("HOOKD_METRICS_TOKEN".into(), "false".into()),
+            ("HOOKD_PIPELINE_WORKERS".into(), "2".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let w = d
+        .ok("webhook.put", json!({"eventKey": "webhook.env"}))
+        .await;
+    assert_eq!(w["retention"]["maxCount"], 3);
+    let r = d
+        .http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let out = hookd(&["config", "check"], &[("HOOKD_PIPELINE_WORKERS", "many")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("variable HOOKD_PIPELINE_WORKERS"), "{err}");
+}

@@ -68,17 +68,21 @@ where
     };
     let response = result.unwrap_or_else(|e| error::response(&e));
     let status = response.status().as_u16();
-    if app.metrics.is_some() {
-        metrics::counter!(
-            crate::metrics::REQUESTS,
-            "route" => route.0,
-            "command" => route.1,
-            "status" => crate::metrics::status_label(status),
-        )
-        .increment(1);
-        if route.0 == crate::store::webhooks::RECEIVE_PATH {
-            metrics::histogram!(crate::metrics::RECEIVE_SECONDS)
-                .record(started.elapsed().as_secs_f64());
+    if let Some(m) = &app.metrics {
+        let receive = route.0 == crate::metrics::RECEIVE_ROUTE;
+        if receive && status == 200 {
+            m.receive_ok.increment(1);
+        } else {
+            metrics::counter!(
+                crate::metrics::REQUESTS,
+                "route" => route.0,
+                "command" => route.1,
+                "status" => crate::metrics::status_label(status),
+            )
+            .increment(1);
+        }
+        if receive {
+            m.receive_seconds.record(started.elapsed().as_secs_f64());
         }
     }
     // The route, never the path and query: those carry webhook uuids and tokens.
@@ -102,7 +106,7 @@ fn route_of(app: &App, path: &str) -> (&'static str, &'static str) {
         "/metrics" => ("/metrics", ""),
         "/api/v3/events" => ("/api/v3/events", ""),
         crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
-            (crate::store::webhooks::RECEIVE_PATH, "webhook.receive")
+            (crate::metrics::RECEIVE_ROUTE, "webhook.receive")
         }
         p => match p.strip_prefix(COMMAND_PREFIX) {
             Some(name) => (

@@ -65,22 +65,17 @@ where
         .filter(|h| h.enabled)
         .ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
     let result = capture(app, parts, body, remote, &hook, received_at, started).await;
-    if app.metrics.is_some() {
-        count(&hook, &result);
+    if let Some(m) = &app.metrics {
+        count(m, &hook, &result);
     }
     result
 }
 
 /// Counts a webhook's stored capture or refusal, per webhook.
-fn count(hook: &WebhookRow, result: &Result<ReceiveResponse, Error>) {
-    let webhook = crate::metrics::webhook_label(&hook.uuid);
+fn count(m: &crate::metrics::Metrics, hook: &WebhookRow, result: &Result<ReceiveResponse, Error>) {
     let reason = match result {
         Ok(r) if r.duplicate => "duplicate",
-        Ok(_) => {
-            metrics::counter!(crate::metrics::MESSAGES, "webhook" => webhook, "event_key" => hook.event_key.clone())
-                .increment(1);
-            return;
-        }
+        Ok(_) => return m.message(&hook.uuid, &hook.event_key),
         Err(Error::Forbidden(_)) => "source",
         Err(Error::TooManyRequests { .. }) => "rate_limit",
         Err(Error::PayloadTooLarge(_)) => "too_large",
@@ -92,7 +87,7 @@ fn count(hook: &WebhookRow, result: &Result<ReceiveResponse, Error>) {
     };
     metrics::counter!(
         crate::metrics::REJECTIONS,
-        "webhook" => webhook,
+        "webhook" => crate::metrics::webhook_label(&hook.uuid),
         "event_key" => hook.event_key.clone(),
         "reason" => reason,
     )
@@ -276,7 +271,9 @@ where
     let size = capture.size;
     match app.store.capture(capture).await? {
         Captured::Stored(summary) => {
-            metrics::counter!(crate::metrics::RECEIVED_BYTES).increment(size);
+            if let Some(m) = &app.metrics {
+                m.received_bytes.increment(size);
+            }
             Ok(ReceiveResponse {
                 message_id: summary.id.clone(),
                 event_key: summary.event_key.clone(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::retention::Limits;
+pub mod keys;
+
 pub use crate::retention::RetentionConfig;
 
 /// The address hookd listens on when nothing else is configured.
@@ -217,10 +219,7 @@ impl Config {
 
     /// Layers `file` (if any), then `over` (variables and flags, already merged by clap).
     pub fn load(over: &Overrides) -> Result<Config, ConfigError> {
-        let file = match &over.config {
-            Some(path) => FileConfig::read(path)?,
-            None => FileConfig::default(),
-        };
+        let file = FileConfig::load(over.config.as_deref())?;
         let s = file.server;
         let data_dir = over
             .data_dir
@@ -255,10 +254,7 @@ impl Config {
         if let Some(v) = s.threads {
             c.threads = if v == 0 { default_threads() } else { v };
         }
-        c.admin_token = std::env::var("HOOKD_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or(s.admin_token);
+        c.admin_token = s.admin_token.filter(|t| !t.is_empty());
         if let Some(v) = s.header_read_timeout {
             c.header_read_timeout = v.0;
         }
@@ -311,22 +307,13 @@ impl Config {
             c.pipeline.nice = v;
         }
         let send = file.send;
-        let cidrs = match std::env::var("HOOKD_SEND_ALLOW_CIDRS") {
-            Ok(v) if !v.trim().is_empty() => {
-                Some(v.split(',').map(|c| c.trim().to_string()).collect())
-            }
-            _ => send.allow_cidrs,
-        };
-        if let Some(cidrs) = cidrs {
+        if let Some(cidrs) = send.allow_cidrs {
             c.send.allow_cidrs = cidrs
                 .iter()
                 .map(|s: &String| parse_cidr(s))
                 .collect::<Result<_, _>>()?;
         }
-        c.send.allow_private = match std::env::var("HOOKD_SEND_ALLOW_PRIVATE") {
-            Ok(v) => matches!(v.trim(), "1" | "true" | "yes"),
-            Err(_) => send.allow_private.unwrap_or(false),
-        };
+        c.send.allow_private = send.allow_private.unwrap_or(false);
         c.send.allow_forward_local = send.allow_forward_local;
         if let Some(v) = send.max_concurrency {
             c.send.max_concurrency = v.max(1);
@@ -487,8 +474,11 @@ struct FileConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct MetricsSection {
+    #[serde(default, deserialize_with = "flag")]
     enabled: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
     listen: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
     token: Option<bool>,
 }
 
@@ -574,8 +564,11 @@ impl RetentionSection {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SendSection {
+    #[serde(default, deserialize_with = "list")]
     allow_cidrs: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "flag")]
     allow_private: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
     allow_forward_local: Option<bool>,
     max_concurrency: Option<usize>,
     max_per_host: Option<usize>,
@@ -587,6 +580,7 @@ struct PipelineSection {
     workers: Option<usize>,
     programs: Option<usize>,
     timeout: Option<Seconds>,
+    #[serde(default, deserialize_with = "list")]
     anonymous_commands: Option<Vec<String>>,
     nice: Option<i32>,
 }
@@ -594,26 +588,35 @@ struct PipelineSection {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SmtpSection {
+    #[serde(default, deserialize_with = "text")]
     host: Option<String>,
     port: Option<u16>,
     starttls: Option<StartTls>,
+    #[serde(default, deserialize_with = "text")]
     username: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     password: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     from: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ServerSection {
+    #[serde(default, deserialize_with = "text")]
     listen: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     public_url: Option<String>,
+    #[serde(default, deserialize_with = "path")]
     data_dir: Option<PathBuf>,
     max_body: Option<Size>,
     max_connections: Option<usize>,
     threads: Option<usize>,
+    #[serde(default, deserialize_with = "text")]
     admin_token: Option<String>,
     header_read_timeout: Option<Seconds>,
     max_parts: Option<usize>,
+    #[serde(default, deserialize_with = "list")]
     trusted_proxies: Option<Vec<String>>,
     per_ip_rate: Option<f64>,
     per_ip_burst: Option<u32>,
@@ -674,16 +677,121 @@ impl<'de> Deserialize<'de> for Seconds {
 }
 
 impl FileConfig {
-    fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    /// The file (if any) with the `HOOKD_*` variables of `keys::KEYS` over it, in one figment.
+    fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        use figment::providers::{Env, Format, Toml};
+        let mut fig = figment::Figment::new();
+        if let Some(path) = path {
+            // Read here rather than by figment, so a missing file is named with the OS's reason.
+            let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+                path: path.to_path_buf(),
+                cause,
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        let env = Env::prefixed("HOOKD_")
+            .filter_map(|var| keys::path_for_env(var.as_str()).map(Into::into))
+            .lowercase(false);
+        fig.merge(env).extract().map_err(|e| explain(e, path))
     }
+}
+
+/// A figment error as a person reads it: which variable or file, which key, what is wrong.
+fn explain(errors: figment::Error, path: Option<&Path>) -> ConfigError {
+    let mut lines = Vec::new();
+    for e in errors {
+        // Figment prefixes the profile ("default") to key paths.
+        let key: Vec<&str> = e
+            .path
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "default")
+            .collect();
+        let key = key.join(".");
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let place = match (from_env, path) {
+            (true, _) if !key.is_empty() => format!("variable {}", keys::env_name(&key)),
+            (true, _) => "the HOOKD_* variables".into(),
+            (false, Some(p)) => format!("config file {}", p.display()),
+            (false, None) => "the configuration".into(),
+        };
+        let at = if key.is_empty() || from_env {
+            String::new()
+        } else {
+            format!(" at {key}")
+        };
+        lines.push(format!("{place}{at}: {}", e.kind));
+    }
+    ConfigError::Invalid(lines.join("; "))
+}
+
+/// A string setting; a variable's digits or `true` (which figment reads as a number or a bool)
+/// are taken as the text they were.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::S(s) => s,
+        Raw::I(i) => i.to_string(),
+        Raw::U(u) => u.to_string(),
+        Raw::F(f) => f.to_string(),
+        Raw::B(b) => b.to_string(),
+    }))
+}
+
+fn path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(text(d)?.map(PathBuf::from))
+}
+
+/// A list: a TOML array, or (from a variable) one comma-separated string.
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::List(l) => l,
+        Raw::One(s) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    }))
+}
+
+/// A boolean: true/false, or from a variable also 1/0 and yes/no.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        B(bool),
+        N(i64),
+        S(String),
+    }
+    Option::<Raw>::deserialize(d)?
+        .map(|r| match r {
+            Raw::B(b) => Ok(b),
+            Raw::N(1) => Ok(true),
+            Raw::N(0) => Ok(false),
+            Raw::S(s) if ["yes", "on"].contains(&s.trim()) => Ok(true),
+            Raw::S(s) if ["no", "off"].contains(&s.trim()) => Ok(false),
+            _ => Err(serde::de::Error::custom(
+                "expected true or false (also 1/0, yes/no)",
+            )),
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -778,6 +886,60 @@ mod tests {
         assert_eq!(threads(""), cores);
         assert_eq!(threads("[server]\nthreads = 3\n"), 3);
         assert_eq!(threads("[server]\nthreads = 0\n"), cores);
+    }
+
+    /// The key table and the file's sections agree both ways: every key of the table is one the
+    /// file accepts, and every key a section accepts is in the table (so it has a variable and
+    /// is documented).
+    #[test]
+    fn the_key_table_covers_every_setting() {
+        let toml_for = |path: &str, value: &str| {
+            let (section, key) = path.rsplit_once('.').expect("section.key");
+            format!("[{section}]\n{key} = {value}\n")
+        };
+        for k in keys::KEYS {
+            let err = toml::from_str::<FileConfig>(&toml_for(k.path, "\"x\""))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.contains("unknown field"), "{}: {err}", k.path);
+        }
+        for section in [
+            "server",
+            "storage",
+            "events",
+            "pipeline",
+            "smtp",
+            "send",
+            "retention",
+            "retention.executions",
+            "retention.deliveries",
+            "retention.events",
+            "metrics",
+        ] {
+            let err = toml::from_str::<FileConfig>(&format!("[{section}]\nzzz = 1\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            let expected = err
+                .split("expected one of")
+                .nth(1)
+                .or_else(|| err.split("expected").nth(1))
+                .unwrap_or_else(|| panic!("no field list for [{section}]: {err}"));
+            for field in expected.split('`').skip(1).step_by(2) {
+                let path = format!("{section}.{field}");
+                let subsection = ["executions", "deliveries", "events"].contains(&field);
+                // Refused with a reason of its own (only messages are limited by size).
+                let refused = section.starts_with("retention.") && field == "maxBytes";
+                if subsection || refused {
+                    continue;
+                }
+                assert!(
+                    keys::KEYS.iter().any(|k| k.path == path),
+                    "{path} is missing from config/keys.rs"
+                );
+            }
+        }
     }
 
     #[test]
