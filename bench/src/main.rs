@@ -622,14 +622,17 @@ async fn load_for(d: &Daemon, url: &str, seconds: u64) -> Result<f64> {
     Ok(n? as f64 / t.elapsed().as_secs_f64())
 }
 
+/// The database's size in bytes as SQLite sees it (WAL included, so before the checkpoint
+/// writes it to the file) and its free pages.
 fn db_pages(dir: &Path) -> Result<(u64, i64)> {
-    let len = std::fs::metadata(dir.join("hookd.db"))?.len();
     let c = rusqlite::Connection::open_with_flags(
         dir.join("hookd.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )?;
+    let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    Ok((len, free))
+    Ok(((pages * size).max(0) as u64, free))
 }
 
 async fn prune(
@@ -680,11 +683,6 @@ async fn prune(
     let before = load_for(&d, &load_url, seconds).await?;
     d.call(
         "webhook.put",
-        json!({"uuid": load_uuid, "retention": {"maxCount": (before * seconds as f64) as u64}}),
-    )
-    .await?;
-    d.call(
-        "webhook.put",
         json!({"uuid": pruned, "retention": {"maxCount": keep}}),
     )
     .await?;
@@ -701,13 +699,17 @@ async fn prune(
     let report = report?;
     let during = during? as f64 / t.elapsed().as_secs_f64();
     let removed = report["messages"].as_u64().unwrap_or(0);
+    d.call(
+        "webhook.put",
+        json!({"uuid": load_uuid, "retention": {"maxCount": (before * seconds as f64) as u64}}),
+    )
+    .await?;
     d.call("store.prune", json!({"graceSeconds": 0})).await?;
     let (len_after_prune, free_after_prune) = db_pages(&dir)?;
     let steady = load_for(&d, &load_url, seconds).await?;
-    d.call("store.prune", json!({"graceSeconds": 0})).await?;
     let (len_after_load, free_after_load) = db_pages(&dir)?;
     println!(
-        "prune messages={stored} kept={keep} removed={removed} prune_s={:.2} prune_rate={:.0}/s          receive_before={before:.0}/s receive_during={during:.0}/s ratio={:.2}          steady_after={steady:.0}/s db_after_prune={:.0}MiB free_pages={free_after_prune}          db_after_load={:.0}MiB free_pages={free_after_load} grew={}",
+        "prune messages={stored} kept={keep} removed={removed} prune_s={:.2} prune_rate={:.0}/s receive_before={before:.0}/s receive_during={during:.0}/s ratio={:.2} steady_after={steady:.0}/s db_after_prune={:.0}MiB free_pages={free_after_prune} db_after_load={:.0}MiB free_pages={free_after_load} grew={}",
         took.as_secs_f64(),
         removed as f64 / took.as_secs_f64(),
         during / before,

@@ -169,10 +169,33 @@ async fn prune_events(app: Arc<App>) {
     }
 }
 
+/// Share of the writer's time a large prune takes while requests are being received: after a
+/// chunk that took `d`, it waits `PRUNE_PAUSE * d`. Back to back, chunks halved the receive rate
+/// of a concurrent load; at one in five it is within docs/BENCHMARKS.md's 0.8x (issue 22). With
+/// nothing being received, chunks follow each other at once.
+const PRUNE_PAUSE: u32 = 4;
+
+/// Prunes by retention chunk by chunk, stepping aside for receives (see [`PRUNE_PAUSE`]).
+pub async fn prune_paced(
+    app: &App,
+    grace: std::time::Duration,
+) -> Result<crate::store::retention::Pruned, StoreError> {
+    let burst = app.burst.clone();
+    app.store
+        .prune_all(grace, move |took| {
+            if burst.receiving() > 0 {
+                took * PRUNE_PAUSE
+            } else {
+                std::time::Duration::ZERO
+            }
+        })
+        .await
+}
+
 /// One pass of retention, chunk by chunk (each a short writer operation between captures).
 async fn prune_retained(app: &App) {
     let grace = std::time::Duration::from_millis(crate::store::retention::GRACE_MS as u64);
-    match app.store.prune_all(grace).await {
+    match prune_paced(app, grace).await {
         Ok(p) if p.messages + p.executions + p.deliveries > 0 => {
             for (kind, n) in [
                 ("messages", p.messages),

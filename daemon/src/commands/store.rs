@@ -74,7 +74,7 @@ async fn prune(app: Arc<App>, call: Call) -> Result<Output, Error> {
         }
     };
     let events = crate::app::prune_events_now(&app).await?;
-    let p = app.store.prune_all(grace).await?;
+    let p = crate::app::prune_paced(&app, grace).await?;
     json(&PruneReport {
         messages: p.messages,
         message_bytes: p.message_bytes,

@@ -37,6 +37,11 @@ impl Burst {
         Receiving(self.clone())
     }
 
+    /// Requests being received now.
+    pub fn receiving(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     fn bursting(&self) -> bool {
         self.threshold > 0 && self.in_flight.load(Ordering::Relaxed) >= self.threshold
     }

@@ -332,20 +332,28 @@ impl Store {
         }
     }
 
-    /// Prunes chunk after chunk until nothing more is due; returns the sum.
+    /// Prunes chunk after chunk until nothing more is due; returns the sum. After a chunk that
+    /// took `d`, waits `pause(d)`, so a large prune can leave the writer to receives.
     pub async fn prune_all(
         &self,
         grace: std::time::Duration,
+        pause: impl Fn(std::time::Duration) -> std::time::Duration,
     ) -> Result<retention::Pruned, StoreError> {
         let mut total = retention::Pruned::default();
         loop {
+            let started = std::time::Instant::now();
             let p = self.prune(grace).await?;
             total.add(&p);
             if !p.more {
                 return Ok(total);
             }
-            // Let the captures queued behind this chunk in before the next one.
-            tokio::task::yield_now().await;
+            let wait = pause(started.elapsed());
+            if wait.is_zero() {
+                // Let the captures queued behind this chunk in before the next one.
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 

@@ -469,7 +469,7 @@ mod tests {
         let segments_before = blocks(&store.dirs().segments);
 
         let p = store
-            .prune_all(Duration::from_secs(3600))
+            .prune_all(Duration::from_secs(3600), |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(p.messages, 9);
@@ -481,7 +481,10 @@ mod tests {
         assert_eq!(list(&store, &small).await, newest);
         assert_eq!(list(&store, &other).await.len(), 12);
 
-        let p = store.prune_all(Duration::ZERO).await.expect("free");
+        let p = store
+            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+            .await
+            .expect("free");
         assert_eq!((p.messages, p.files_deleted), (0, 4));
         assert!(p.segment_bytes_freed >= 5 * (36 << 10), "{p:?}");
         assert!(blocks(&store.dirs().files) <= files_before - 4 * (100 << 10));
@@ -503,7 +506,10 @@ mod tests {
         assert_eq!(body, vec![11u8; 100 << 10]);
         // Receiving goes on, into the same spans.
         let more = stored(&store, capture(&store, &small, 99, vec![7; 10])).await;
-        store.prune_all(Duration::ZERO).await.expect("prune");
+        store
+            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+            .await
+            .expect("prune");
         assert_eq!(list(&store, &small).await[0], more);
         assert_eq!(list(&store, &small).await.len(), 3);
         assert_eq!(unspanned(&store).await, 0);
@@ -566,7 +572,10 @@ mod tests {
             .await
             .expect("queue");
 
-        let p = store.prune_all(Duration::ZERO).await.expect("prune");
+        let p = store
+            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+            .await
+            .expect("prune");
         assert_eq!(p.messages, 1 + 3, "{p:?}");
         assert_eq!(list(&store, &aged).await, [young.clone(), needed.clone()]);
         // 250 bytes keep the newest two of 100 each, though they are nine days old (the
@@ -603,7 +612,10 @@ mod tests {
         // The newest message of all belongs to another webhook, so all of these may go.
         let other = webhook(&store, None).await;
         stored(&store, capture(&store, &other, 9, vec![1; 10])).await;
-        let p = store.prune_all(Duration::ZERO).await.expect("prune");
+        let p = store
+            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+            .await
+            .expect("prune");
         assert_eq!(p.messages, 2);
         assert_eq!(list(&store, &uuid).await.len(), 2);
         let (w, created) = store
@@ -668,7 +680,10 @@ mod tests {
                 .expect("finish");
         }
         // Six runs, keep two: but the fourth is still queued, so only the first three go.
-        let p = store.prune_all(Duration::ZERO).await.expect("prune");
+        let p = store
+            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+            .await
+            .expect("prune");
         assert_eq!(p.executions, 3);
         let left = store
             .read(|c| {
