@@ -263,6 +263,22 @@ async fn ssrf_private_destinations_are_refused_unless_configured() {
         ),
         (format!("http://localhost:{}/x", sink.port), "loopback"),
         ("http://[fd00::1]/x".to_string(), "unique-local"),
+        // Ranges and embedded forms a review found open (issue 28): refused before any
+        // connection is tried, as literal addresses are checked when the delivery is asked for.
+        ("http://198.18.0.1/x".to_string(), "benchmarking (198.18.0.0/15)"),
+        ("http://192.0.0.8/x".to_string(), "IETF protocol assignment"),
+        ("http://240.0.0.1/x".to_string(), "reserved (240.0.0.0/4)"),
+        ("http://[fec0::1]/x".to_string(), "site-local (fec0::/10)"),
+        (
+            "http://[2002:7f00:1::1]/x".to_string(),
+            "127.0.0.1 is a loopback address (written as 2002:7f00:1::1, 6to4)",
+        ),
+        (
+            "http://[2002:a00:5::1]/x".to_string(),
+            "10.0.0.5 is a private address (written as 2002:a00:5::1, 6to4)",
+        ),
+        ("http://[::10.0.0.5]/x".to_string(), "IPv4-compatible"),
+        ("http://[64:ff9b:1::a00:5]/x".to_string(), "local-use NAT64"),
     ];
     for (url, why) in &refused {
         let (status, v) = d.call("webhook.send", json!({"url": url})).await;

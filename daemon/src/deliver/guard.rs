@@ -1,6 +1,7 @@
 //! SSRF protection: outgoing calls may not reach loopback, private, link-local, unique-local,
-//! CGNAT, multicast or unspecified addresses (nor IPv4-mapped/NAT64 forms of them) unless the
-//! config allows it. The check runs on the addresses a hostname actually resolves to, inside
+//! site-local, CGNAT, benchmarking, IETF-reserved, multicast or unspecified addresses (nor the
+//! IPv6 forms that embed such an IPv4 address: IPv4-mapped, IPv4-compatible, NAT64, 6to4) unless
+//! the config allows it. The check runs on the addresses a hostname actually resolves to, inside
 //! reqwest's resolver, so the address checked is the address connected to (no DNS rebinding
 //! window). Literal-IP URLs never reach a resolver and are checked directly.
 
@@ -22,39 +23,64 @@ pub struct Policy {
 impl Policy {
     /// `Ok` if `ip` may be connected to; else why not, in words a person can act on.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
-        let ip = canonical(ip);
-        if self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
+        let (reached, form) = match embedded_v4(ip) {
+            Some((v4, form)) => (IpAddr::V4(v4), Some(form)),
+            None => (ip, None),
+        };
+        if self
+            .allow_cidrs
+            .iter()
+            .any(|n| n.contains(&reached) || n.contains(&ip))
+        {
             return Ok(());
         }
-        let Some(kind) = special(ip) else {
+        let Some(kind) = special(reached) else {
             return Ok(());
         };
         if self.allow_private || (self.allow_loopback && kind == "a loopback") {
             return Ok(());
         }
+        let written = match form {
+            Some(form) if form != "IPv4-mapped" => format!(" (written as {ip}, {form})"),
+            _ => String::new(),
+        };
         Err(format!(
-            "destination {ip} is {kind} address; allow it with send.allowPrivate or send.allowCidrs"
+            "destination {reached} is {kind} address{written}; allow it with send.allowPrivate \
+             or send.allowCidrs"
         ))
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses as the IPv4 they reach.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-            }
-            ip
-        }
-        v4 => v4,
+/// The IPv4 address an IPv6 address reaches, and the form it is written in: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated but still routed by some
+/// stacks), NAT64 (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4 (`2002:aabb:ccdd::/48`, RFC 3056).
+/// Every check of a destination goes through this one function, so no form slips past one of
+/// them. (The local-use NAT64 prefix `64:ff9b:1::/48` embeds at an offset its operator picks,
+/// so it is refused as a whole in `special`.)
+fn embedded_v4(ip: IpAddr) -> Option<(Ipv4Addr, &'static str)> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some((v4, "IPv4-mapped"));
     }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some((v4(s[6], s[7]), "NAT64"));
+    }
+    if s[0] == 0x2002 {
+        return Some((v4(s[1], s[2]), "6to4"));
+    }
+    // `::` and `::1` are IPv6's own unspecified and loopback addresses, not IPv4 ones.
+    if s[..6] == [0; 6] && s[6] != 0 {
+        return Some((v4(s[6], s[7]), "IPv4-compatible"));
+    }
+    None
 }
 
 /// What kind of non-public address `ip` is, if any.
@@ -70,12 +96,18 @@ fn special(ip: IpAddr) -> Option<&'static str> {
                 Some("a link-local")
             } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
                 Some("a CGNAT (100.64.0.0/10)")
+            } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+                Some("a benchmarking (198.18.0.0/15)")
+            } else if o[..3] == [192, 0, 0] {
+                Some("an IETF protocol assignment (192.0.0.0/24)")
             } else if v4.is_multicast() {
                 Some("a multicast")
             } else if v4.is_unspecified() || o[0] == 0 {
                 Some("an unspecified (0.0.0.0/8)")
             } else if v4.is_broadcast() {
                 Some("a broadcast")
+            } else if o[0] >= 240 {
+                Some("a reserved (240.0.0.0/4)")
             } else {
                 None
             }
@@ -90,6 +122,10 @@ fn special(ip: IpAddr) -> Option<&'static str> {
                 Some("a unique-local (fc00::/7)")
             } else if (s0 & 0xffc0) == 0xfe80 {
                 Some("a link-local")
+            } else if (s0 & 0xffc0) == 0xfec0 {
+                Some("a site-local (fec0::/10)")
+            } else if v6.segments()[..3] == [0x64, 0xff9b, 1] {
+                Some("a local-use NAT64 (64:ff9b:1::/48)")
             } else if v6.is_multicast() {
                 Some("a multicast")
             } else {
@@ -201,6 +237,18 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
             "64:ff9b::a00:1",
+            // Ranges a review found open (issue 28).
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.0.8",
+            "240.0.0.1",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2002:a00:5::1",
+            "::127.0.0.1",
+            "::10.0.0.5",
+            "64:ff9b:1::a00:5",
+            "64:ff9b::7f00:1",
         ] {
             assert!(p.check(ip(bad)).is_err(), "{bad} must be refused");
         }
@@ -209,6 +257,10 @@ mod tests {
             "2606:4700::1111",
             "100.128.0.1",
             "::ffff:93.184.216.34",
+            "198.20.0.1",
+            "192.0.1.1",
+            "2002:5db8:d822::1",
+            "64:ff9b::5db8:d822",
         ] {
             assert!(p.check(ip(good)).is_ok(), "{good} must be allowed");
         }
@@ -219,6 +271,33 @@ mod tests {
         );
         let e = p.check(ip("::ffff:127.0.0.1")).expect_err("refused");
         assert!(e.contains("127.0.0.1 is a loopback"), "{e}");
+        let e = p.check(ip("2002:a00:5::1")).expect_err("refused");
+        assert!(
+            e.starts_with(
+                "destination 10.0.0.5 is a private address (written as 2002:a00:5::1, 6to4)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_allowed_range_opens_its_embedded_forms_too() {
+        let p = Policy {
+            allow_cidrs: vec![
+                "198.18.0.0/15".parse().expect("cidr"),
+                "fec0::/10".parse().expect("cidr"),
+            ],
+            ..Policy::default()
+        };
+        for ok in [
+            "198.18.0.1",
+            "2002:c612:1::1",
+            "::ffff:198.18.0.1",
+            "fec0::1",
+        ] {
+            assert!(p.check(ip(ok)).is_ok(), "{ok}");
+        }
+        assert!(p.check(ip("2002:7f00:1::1")).is_err());
     }
 
     #[test]
