@@ -265,7 +265,10 @@ async fn ssrf_private_destinations_are_refused_unless_configured() {
         ("http://[fd00::1]/x".to_string(), "unique-local"),
         // Ranges and embedded forms a review found open (issue 28): refused before any
         // connection is tried, as literal addresses are checked when the delivery is asked for.
-        ("http://198.18.0.1/x".to_string(), "benchmarking (198.18.0.0/15)"),
+        (
+            "http://198.18.0.1/x".to_string(),
+            "benchmarking (198.18.0.0/15)",
+        ),
         ("http://192.0.0.8/x".to_string(), "IETF protocol assignment"),
         ("http://240.0.0.1/x".to_string(), "reserved (240.0.0.0/4)"),
         ("http://[fec0::1]/x".to_string(), "site-local (fec0::/10)"),

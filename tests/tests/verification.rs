@@ -448,6 +448,41 @@ async fn rate_limits_answer_429_with_retry_after_and_allow_lists_403() {
         200,
         "another client has its own bucket"
     );
+    // IPv6 clients are limited per /64: rotating through it gets nowhere (issue 28).
+    assert_eq!(post(&d, &url, &from("2001:db8:7:1::1"), b"x").await.0, 200);
+    assert_eq!(post(&d, &url, &from("2001:db8:7:1::2"), b"x").await.0, 429);
+    assert_eq!(
+        post(&d, &url, &from("2001:db8:7:1:ffff::9"), b"x").await.0,
+        429
+    );
+    assert_eq!(post(&d, &url, &from("2001:db8:7:2::1"), b"x").await.0, 200);
+}
+
+/// A deleted webhook's rate-limit bucket goes with it: created again under its uuid, it starts
+/// with a full burst (issue 28).
+#[tokio::test]
+async fn a_webhook_created_again_starts_with_a_full_bucket() {
+    let d = Daemon::start().await;
+    let limit = json!({"perSecond": 0.001, "burst": 1});
+    let w = d
+        .ok(
+            "webhook.put",
+            json!({"eventKey": "webhook.again", "rateLimit": limit}),
+        )
+        .await;
+    let (uuid, url) = (
+        w["uuid"].clone(),
+        w["webhookUrl"].as_str().expect("url").to_string(),
+    );
+    assert_eq!(post(&d, &url, &[], b"1").await.0, 200);
+    assert_eq!(post(&d, &url, &[], b"2").await.0, 429);
+    d.ok("webhook.delete", json!({"uuid": uuid})).await;
+    d.ok(
+        "webhook.put",
+        json!({"uuid": uuid, "eventKey": "webhook.again", "rateLimit": limit}),
+    )
+    .await;
+    assert_eq!(post(&d, &url, &[], b"3").await.0, 200);
 }
 
 #[tokio::test]

@@ -323,5 +323,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
 async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let uuid = parse_uuid("uuid", call.params.required_str("uuid")?)?.to_string();
     let row = app.store.delete_webhook(uuid).await?;
+    // A webhook created again with this uuid starts with a full bucket.
+    app.limits.forget_webhook(&row.uuid);
     json(&app.store.webhook_view(&row))
 }

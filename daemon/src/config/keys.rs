@@ -78,6 +78,11 @@ pub const KEYS: &[Key] = &[
         "burst of the per-IP limit",
     ),
     key(
+        "server.perIpV6Prefix",
+        "64",
+        "IPv6 sources share one per-IP bucket per prefix of this many bits",
+    ),
+    key(
         "server.minBodyRate",
         "1024",
         "bytes/s below which a body is cut off with 408",

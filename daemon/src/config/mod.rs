@@ -47,6 +47,8 @@ pub struct Config {
     /// Requests per second per source IP on webhook URLs (0: no limit), and the burst.
     pub per_ip_rate: f64,
     pub per_ip_burst: u32,
+    /// IPv6 sources share a per-IP bucket per prefix of this many bits.
+    pub per_ip_v6_prefix: u8,
     /// A body slower than this (bytes/s, after the first headerReadTimeout) is cut off.
     pub min_body_rate: u64,
     pub synchronous: Synchronous,
@@ -180,6 +182,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             per_ip_rate: 0.0,
             per_ip_burst: 0,
+            per_ip_v6_prefix: 64,
             min_body_rate: 1024,
             synchronous: Synchronous::Full,
             events: EventsConfig {
@@ -267,6 +270,14 @@ impl Config {
         if let Some(v) = s.per_ip_rate {
             c.per_ip_rate = v.max(0.0);
             c.per_ip_burst = s.per_ip_burst.unwrap_or((v * 2.0).ceil() as u32).max(1);
+        }
+        if let Some(v) = s.per_ip_v6_prefix {
+            if !(1..=128).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "[server] perIpV6Prefix = {v}: must be 1 to 128 (64: one bucket per /64)"
+                )));
+            }
+            c.per_ip_v6_prefix = v;
         }
         if let Some(v) = s.min_body_rate {
             c.min_body_rate = v;
@@ -620,6 +631,7 @@ struct ServerSection {
     trusted_proxies: Option<Vec<String>>,
     per_ip_rate: Option<f64>,
     per_ip_burst: Option<u32>,
+    per_ip_v6_prefix: Option<u8>,
     min_body_rate: Option<u64>,
     log_format: Option<LogFormat>,
 }

@@ -66,8 +66,10 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
 }
 
 /// Drops buckets that have refilled (forgetting an idle key loses nothing); if that is not
-/// enough, drops an arbitrary half, so the map never grows past its cap. Amortised: after a
-/// drop there is room for many new keys before the next one.
+/// enough, drops the least recently used half, so the map never grows past its cap and the
+/// sources sending right now keep their buckets (an attacker's flood of new keys cannot reset
+/// the bucket of the source it wants to keep sending from). Amortised: after a drop there is
+/// room for many new keys before the next one.
 fn evict<K: Eq + Hash + Clone>(
     map: &mut HashMap<K, Bucket>,
     now: Instant,
@@ -77,10 +79,29 @@ fn evict<K: Eq + Hash + Clone>(
 ) {
     map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * per_second < burst);
     if map.len() >= max_keys {
-        let drop: Vec<K> = map.keys().take(map.len() / 2 + 1).cloned().collect();
-        for k in drop {
-            map.remove(&k);
+        let mut by_use: Vec<(Instant, K)> = map.iter().map(|(k, b)| (b.last, k.clone())).collect();
+        let half = by_use.len() / 2;
+        by_use.select_nth_unstable_by_key(half, |(last, _)| *last);
+        for (_, k) in &by_use[..=half] {
+            map.remove(k);
         }
+    }
+}
+
+/// The per-IP limit's key for a source: an IPv4 address itself (also when written as
+/// IPv4-mapped IPv6), an IPv6 address's first `v6_prefix` bits, since one host or network
+/// commonly holds a whole /64 and could otherwise rotate through it unlimited.
+pub fn source_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(v6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -106,6 +127,13 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Forgets a deleted webhook's buckets.
+    pub fn forget_webhook(&self, uuid: &str) {
+        let uuid = uuid.to_string();
+        self.per_webhook.forget(&uuid);
+        self.rejected_per_webhook.forget(&uuid);
+    }
+
     /// Whether another rejected request of `webhook` may be recorded now.
     pub fn may_record_rejection(&self, webhook: &str) -> bool {
         self.rejected_per_webhook
@@ -131,6 +159,51 @@ mod tests {
             "{wait:?}"
         );
         assert!(b.take(&2, 1.0, 3.0).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn ipv6_sources_share_their_prefix_and_ipv4_stays_exact() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            source_key(ip("2001:db8:1:2:ffff:1:2:3"), 64)
+        );
+        assert_ne!(
+            source_key(ip("2001:db8:1:2::1"), 64),
+            source_key(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(
+            source_key(ip("2001:db8:1:2::1"), 128),
+            ip("2001:db8:1:2::1")
+        );
+        assert_eq!(source_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(source_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(source_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        // A client rotating through its /64 drains one bucket.
+        let b: Buckets<IpAddr> = Buckets::new(100);
+        let mut limited = 0;
+        for i in 0..10u16 {
+            let src = ip(&format!("2001:db8:1:2::{i:x}"));
+            if b.take(&source_key(src, 64), 0.001, 3.0).is_err() {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 7);
+    }
+
+    #[test]
+    fn eviction_keeps_the_recently_used_buckets() {
+        let b: Buckets<u32> = Buckets::new(100);
+        // Key 0 is drained and used all along; 1..2000 arrive once each and fill the map twenty
+        // times over (an arbitrary half dropped each time would lose key 0 almost surely).
+        assert!(b.take(&0, 0.001, 1.0).is_ok());
+        for k in 1..2000u32 {
+            let _ = b.take(&k, 0.001, 1.0);
+            assert!(
+                b.take(&0, 0.001, 1.0).is_err(),
+                "key 0 lost its bucket at {k}"
+            );
+        }
     }
 
     #[test]

@@ -119,10 +119,16 @@ where
         retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
     };
     let cfg = &app.config;
-    app.limits
-        .per_ip
-        .take(&client, cfg.per_ip_rate, f64::from(cfg.per_ip_burst))
-        .map_err(|w| limited(w, &format!("from {client}")))?;
+    if cfg.per_ip_rate > 0.0 {
+        app.limits
+            .per_ip
+            .take(
+                &limits::source_key(client, cfg.per_ip_v6_prefix),
+                cfg.per_ip_rate,
+                f64::from(cfg.per_ip_burst),
+            )
+            .map_err(|w| limited(w, &format!("from {client}")))?;
+    }
     if let Some(r) = hook.rate_limit {
         app.limits
             .per_webhook
