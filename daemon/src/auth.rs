@@ -50,7 +50,7 @@ pub async fn bootstrap(store: &Store, env_token: Option<&str>) -> Result<Option<
         return Ok(None);
     }
     let admins: i64 = store
-        .read(|c| {
+        .read_waiting(|c| {
             Ok(c.query_row(
                 "SELECT count(*) FROM tokens WHERE role = 'admin'",
                 [],

@@ -39,6 +39,9 @@ pub enum Error {
     /// The store could not commit; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// Too much is queued; retry after this many seconds.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u64 },
     /// A bug or an I/O failure the caller cannot fix.
     #[error("{0}")]
     Internal(String),
@@ -54,6 +57,10 @@ impl From<StoreError> for Error {
                 "the database could not commit ({msg}); nothing was stored"
             )),
             StoreError::NotFound(msg) => Error::NotFound(msg),
+            StoreError::Busy(message) => Error::Overloaded {
+                message,
+                retry_after: 1,
+            },
             StoreError::Invalid(msg) => Error::InvalidParam(msg),
             other => Error::Internal(other.to_string()),
         }

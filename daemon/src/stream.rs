@@ -290,7 +290,7 @@ impl Session {
     /// Positions the session at `since`, telling the client when the log no longer reaches back
     /// that far (or when `since` is ahead of the log, e.g. after the database was replaced).
     async fn start_from(&mut self, since: u64) -> Result<(), SessionError> {
-        let bounds = self.app.store.read(log::bounds).await?;
+        let bounds = self.app.store.read_waiting(log::bounds).await?;
         self.last = Some(since);
         match bounds {
             Some((lo, _)) if since + 1 < lo => {
@@ -331,7 +331,7 @@ impl Session {
             let page = self
                 .app
                 .store
-                .read(move |c| log::after(c, from, PAGE))
+                .read_waiting(move |c| log::after(c, from, PAGE))
                 .await?;
             for ev in &page {
                 self.deliver(ev).await?;

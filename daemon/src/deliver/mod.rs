@@ -168,7 +168,7 @@ pub async fn run(app: Arc<App>) {
             Vec::new()
         } else {
             app.store
-                .read(move |c| deliveries::due(c, now, (room as u32).min(500)))
+                .read_waiting(move |c| deliveries::due(c, now, (room as u32).min(500)))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!("reading due deliveries failed: {e}");
@@ -189,7 +189,12 @@ pub async fn run(app: Arc<App>) {
             }
             tokio::spawn(attempt(app.clone(), row));
         }
-        let next = app.store.read(deliveries::next_due).await.ok().flatten();
+        let next = app
+            .store
+            .read_waiting(deliveries::next_due)
+            .await
+            .ok()
+            .flatten();
         let wait = match next {
             Some(t) if t > crate::clock::now_ms() => {
                 Duration::from_millis((t - crate::clock::now_ms()) as u64)
@@ -312,7 +317,7 @@ async fn send(
         (None, Some(seq)) => {
             let dirs = app.store.dirs().clone();
             app.store
-                .read(move |c| {
+                .read_waiting(move |c| {
                     let rec = messages::get_by_seq(c, seq)?.ok_or_else(|| {
                         crate::store::StoreError::NotFound(
                             "the forwarded message no longer exists".into(),

@@ -20,6 +20,7 @@ pub fn status_and_code(e: &Error) -> (StatusCode, &'static str) {
         Error::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
         Error::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -27,7 +28,7 @@ pub fn status_and_code(e: &Error) -> (StatusCode, &'static str) {
 /// `{"error": {"status", "code", "message"}}` with the matching status.
 pub fn response(e: &Error) -> Response<Body> {
     let (status, code) = status_and_code(e);
-    if status.is_server_error() {
+    if status.is_server_error() && !matches!(e, Error::Overloaded { .. }) {
         tracing::error!("{code}: {e}");
     }
     let mut r = json_response(
@@ -40,7 +41,7 @@ pub fn response(e: &Error) -> Response<Body> {
             },
         },
     );
-    if let Error::TooManyRequests { retry_after, .. } = e {
+    if let Error::TooManyRequests { retry_after, .. } | Error::Overloaded { retry_after, .. } = e {
         r.headers_mut().insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from(*retry_after),
@@ -53,4 +54,18 @@ pub fn response(e: &Error) -> Response<Body> {
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_full_read_queue_answers_503_with_retry_after() {
+        let e: Error = StoreError::Busy("too many queries".into()).into();
+        let r = response(&e);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+    }
 }

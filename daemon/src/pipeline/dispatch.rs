@@ -57,7 +57,7 @@ impl Runtime {
     /// Compiles every stored pipeline (one that no longer compiles is skipped, with a warning).
     pub async fn load(store: &Store, registry: &Registry) -> Result<Runtime, StoreError> {
         let engine = Engine::default();
-        let rows = store.read(pipelines::load_all).await?;
+        let rows = store.read_waiting(pipelines::load_all).await?;
         let mut map = HashMap::new();
         for row in rows {
             match super::parse(&row.source, registry, &engine) {
@@ -141,7 +141,7 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
     let Some(rx) = app.store.take_run_queue() else {
         return Ok(());
     };
-    let left = app.store.read(pipelines::queued).await?;
+    let left = app.store.read_waiting(pipelines::queued).await?;
     if !left.is_empty() {
         tracing::info!(
             "{} queued pipeline runs left from the last stop; running them",
@@ -163,12 +163,15 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
 /// messages it had not reached are dispatched here, once (a page at a time, each committed with
 /// the cursor, so a crash mid-way repeats nothing), and then the cursor is dropped.
 async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
-    let Some(mut cursor) = app.store.read(pipelines::dispatch_cursor).await? else {
+    let Some(mut cursor) = app.store.read_waiting(pipelines::dispatch_cursor).await? else {
         return Ok(());
     };
     loop {
         let from = cursor;
-        let page = app.store.read(move |c| log::after(c, from, PAGE)).await?;
+        let page = app
+            .store
+            .read_waiting(move |c| log::after(c, from, PAGE))
+            .await?;
         let Some(last) = page.last().map(|e| e.seq) else {
             break;
         };
@@ -513,7 +516,7 @@ pub async fn message_event(
     let dirs = app.store.dirs().clone();
     let (rec, body, hashed) = app
         .store
-        .read(move |c| {
+        .read_waiting(move |c| {
             let mut rec = messages::get_by_seq(c, seq)?
                 .ok_or_else(|| StoreError::NotFound(format!("message {seq} no longer exists")))?;
             let body = messages::read_range(&dirs, &rec.body, 0, rec.summary.size)?;

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// A schema newer than this binary understands.
     #[error("{0}")]
     Schema(String),
+    /// Too much is queued already; retry shortly (nothing was done).
+    #[error("{0}")]
+    Busy(String),
     /// Another process holds the data dir's lock.
     #[error(
         "another hookd is already using this data dir (it holds {}); stop it first, or give this one its own --data-dir",

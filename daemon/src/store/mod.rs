@@ -51,6 +51,8 @@ pub enum Captured {
 const WRITE_QUEUE: usize = 4096;
 /// Reader threads; each has its own connection.
 const READERS: usize = 2;
+/// Queries queued or running at once on the readers; a request past it gets 503 at once.
+const READ_QUEUE: usize = 512;
 /// Page cache of each reader connection, as SQLite's negative-KiB `cache_size`.
 const READER_CACHE_KIB: i64 = -512;
 
@@ -159,7 +161,7 @@ impl Store {
             runs,
             backups: Default::default(),
         });
-        let readers = reader::Pool::start(READERS, || {
+        let readers = reader::Pool::start(READERS, READ_QUEUE, || {
             let c = Connection::open_with_flags(
                 dirs.db(),
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -509,13 +511,24 @@ impl Store {
         self.write(Op::Ping).await.map(|_| ())
     }
 
-    /// Runs a query on a reader thread.
+    /// Runs a query on a reader thread; `Busy` at once when `READ_QUEUE` queries are queued
+    /// (for requests: the client is told to retry).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.inner.readers.run(f).await
+    }
+
+    /// Runs a query on a reader thread, waiting for room in the queue (for background work,
+    /// whose own concurrency is bounded: dispatch, deliveries, stream replay).
+    pub async fn read_waiting<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.readers.run_waiting(f).await
     }
 
     /// Lets the writer commit what is queued, then stops it. Later writes fail with `Closed`.
