@@ -88,6 +88,7 @@ impl App {
             .clone()
             .unwrap_or_else(|| default_public_url(bound));
         let store_cfg = StoreConfig {
+            url: config.storage.clone(),
             data_dir: config.data_dir.clone(),
             synchronous: config.synchronous,
             public_url,
@@ -95,16 +96,17 @@ impl App {
             retention: config.retention.clone(),
         };
         let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+        let store = tokio::task::spawn_blocking(move || crate::store::open(store_cfg))
             .await
             .map_err(|e| OpenError::Store {
                 dir: dir.clone(),
                 cause: StoreError::Commit(e.to_string()),
             })?
             .map_err(|cause| OpenError::Store { dir, cause })?;
-        let admin_token_file = crate::auth::bootstrap(&store, config.admin_token.as_deref())
-            .await
-            .map_err(OpenError::Auth)?;
+        let admin_token_file =
+            crate::auth::bootstrap(&store, &config.data_dir, config.admin_token.as_deref())
+                .await
+                .map_err(OpenError::Auth)?;
         let registry = Registry::default();
         let pipelines = crate::pipeline::Runtime::load(&store, &registry)
             .await
@@ -181,15 +183,14 @@ pub async fn prune_paced(
     grace: std::time::Duration,
 ) -> Result<crate::store::retention::Pruned, StoreError> {
     let burst = app.burst.clone();
-    app.store
-        .prune_all(grace, move |took| {
-            if burst.receiving() > 0 {
-                took * PRUNE_PAUSE
-            } else {
-                std::time::Duration::ZERO
-            }
-        })
-        .await
+    crate::store::prune_all(&*app.store, grace, move |took| {
+        if burst.receiving() > 0 {
+            took * PRUNE_PAUSE
+        } else {
+            std::time::Duration::ZERO
+        }
+    })
+    .await
 }
 
 /// One pass of retention, chunk by chunk (each a short writer operation between captures).
@@ -236,7 +237,7 @@ pub async fn prune_events_now(app: &App) -> Result<u64, StoreError> {
             .await?;
         total += n as u64;
         // A full chunk: more may be due; let other writes in between.
-        if n < crate::store::events::PRUNE_CHUNK {
+        if n < crate::store::PRUNE_CHUNK {
             return Ok(total);
         }
         tokio::task::yield_now().await;

@@ -36,8 +36,12 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 /// Sets up the bootstrap admin token. With `HOOKD_ADMIN_TOKEN` that token is accepted (and never
 /// stored); otherwise, when no admin token exists, one is generated into `<data-dir>/admin.token`
 /// (mode 0600). Returns the token file's path when there is one.
-pub async fn bootstrap(store: &Store, env_token: Option<&str>) -> Result<Option<PathBuf>, Error> {
-    let path = store.dirs().root.join(ADMIN_TOKEN_FILE);
+pub async fn bootstrap(
+    store: &Store,
+    data_dir: &std::path::Path,
+    env_token: Option<&str>,
+) -> Result<Option<PathBuf>, Error> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
     if let Some(token) = env_token {
         store.accept_unstored_token(
             hash_token(token),
@@ -49,15 +53,7 @@ pub async fn bootstrap(store: &Store, env_token: Option<&str>) -> Result<Option<
         );
         return Ok(None);
     }
-    let admins: i64 = store
-        .read_waiting(|c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM tokens WHERE role = 'admin'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await?;
+    let admins = store.admin_count().await?;
     if admins > 0 {
         return Ok(path.exists().then_some(path));
     }

@@ -132,14 +132,14 @@ pub fn restore(over: &Overrides, file: &Path) -> Result<(), String> {
     let config = Config::load(over).map_err(|e| e.to_string())?;
     let f =
         std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let m = crate::store::backup::restore(std::io::BufReader::new(f), &config.data_dir)
+    let m = crate::store::restore(std::io::BufReader::new(f), &config.storage)
         .map_err(|e| e.to_string())?;
     eprintln!(
         "restored {} messages ({} body files) from {} into {}; start hookd on it",
         m.messages,
         m.body_files,
         m.created_at,
-        config.data_dir.display()
+        config.storage.sqlite_dir().display()
     );
     Ok(())
 }

@@ -26,7 +26,6 @@ use crate::app::App;
 use crate::error::Error;
 use crate::events::{BusEvent, EventData};
 use crate::http::body::{Body, full};
-use crate::store::events as log;
 
 /// Events read from the log per query while catching up.
 const PAGE: u32 = 500;
@@ -290,7 +289,7 @@ impl Session {
     /// Positions the session at `since`, telling the client when the log no longer reaches back
     /// that far (or when `since` is ahead of the log, e.g. after the database was replaced).
     async fn start_from(&mut self, since: u64) -> Result<(), SessionError> {
-        let bounds = self.app.store.read_waiting(log::bounds).await?;
+        let bounds = self.app.store.event_bounds().await?;
         self.last = Some(since);
         match bounds {
             Some((lo, _)) if since + 1 < lo => {
@@ -328,11 +327,7 @@ impl Session {
             return Ok(());
         };
         loop {
-            let page = self
-                .app
-                .store
-                .read_waiting(move |c| log::after(c, from, PAGE))
-                .await?;
+            let page = self.app.store.events_after(from, PAGE).await?;
             for ev in &page {
                 self.deliver(ev).await?;
             }

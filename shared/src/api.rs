@@ -458,3 +458,6 @@ pub struct PruneReport {
     pub files_deleted: u64,
     pub segment_bytes_freed: u64,
 }
+
+/// The path of every webhook URL (`/api/v3/webhook.receive` is accepted too).
+pub const RECEIVE_PATH: &str = "/api/v3/command/webhook.receive";

@@ -12,7 +12,7 @@ use crate::deliver::sign::Secret;
 use crate::deliver::{DEFAULT_SCHEDULE, guard};
 use crate::error::Error;
 use crate::events::EventData;
-use crate::store::deliveries::{self, DeliveryRow, ListFilter, NewDelivery};
+use crate::store::deliveries::{DeliveryRow, ListFilter, NewDelivery};
 use crate::store::ids::decode_public_id;
 use crate::store::messages;
 
@@ -404,7 +404,7 @@ async fn forward(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let uuid = parse_uuid("id", &id)?;
     let rec = app
         .store
-        .read(move |c| messages::get(c, uuid))
+        .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(&id)))?;
     let headers = rec
@@ -473,10 +473,7 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .transpose()?,
         limit,
     };
-    let rows = app
-        .store
-        .read(move |c| deliveries::list(c, &filter))
-        .await?;
+    let rows = app.store.deliveries(filter).await?;
     json(&rows.iter().map(DeliveryRow::summary).collect::<Vec<_>>())
 }
 
@@ -485,7 +482,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let seq = delivery_seq("id", &id)?;
     let d = app
         .store
-        .read(move |c| deliveries::detail(c, seq))
+        .delivery(seq)
         .await?
         .filter(|d| d.summary.id == id)
         .ok_or_else(|| {

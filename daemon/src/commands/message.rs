@@ -3,14 +3,13 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
 use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
 
 use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
-use crate::store::Dirs;
-use crate::store::messages::{self, ListFilter, MessageRecord, StoredBody};
+use crate::store::messages::{self, ListFilter, MessageRecord};
+use crate::store::{BodySource, Store};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
@@ -131,46 +130,34 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .transpose()?,
         limit,
     };
-    let rows = app.store.read(move |c| messages::list(c, &filter)).await?;
+    let rows = app.store.messages(filter).await?;
     json(&rows)
 }
 
 async fn record(app: &App, id: &str) -> Result<MessageRecord, Error> {
     let uuid = parse_uuid("id", id)?;
     app.store
-        .read(move |c| messages::get(c, uuid))
+        .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))
 }
 
 async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let rec = record(&app, call.params.required_str("id")?).await?;
-    let dirs = app.store.dirs().clone();
-    let size = rec.summary.size;
-    // File reads happen on a reader thread, off the async workers.
-    let (rec, preview, hashed) = app
+    let id = call.params.required_str("id")?;
+    let (rec, preview) = app
         .store
-        .read(move |_| {
-            let mut rec = rec;
-            let preview = messages::read_range(&dirs, &rec.body, 0, size.min(BODY_PREVIEW))?;
-            let hashed = messages::hash_file_parts(&dirs, &mut rec)?;
-            Ok((rec, preview, hashed))
-        })
-        .await?;
-    if let Some(parts) = hashed {
-        app.store.keep_parts(rec.seq, parts);
-    }
+        .message_preview(parse_uuid("id", id)?, BODY_PREVIEW)
+        .await?
+        .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))?;
     json(&to_message(rec, preview))
 }
 
 /// The API view of a message, given the first bytes of its body.
 fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
     let truncated = (preview.len() as u64) < rec.summary.size;
-    // Part hashes not stored are computed from the body when all of it is at hand.
-    let whole = match &rec.body {
-        StoredBody::Inline(b) => Some(&b[..]),
-        StoredBody::File(_) | StoredBody::Segment { .. } => (!truncated).then_some(&preview[..]),
-    };
+    // Part hashes not stored are computed from the body when all of it is at hand (always, for
+    // the bodies of at most 64 KiB stored without them).
+    let whole = (!truncated).then_some(&preview[..]);
     let files = rec
         .parts
         .iter()
@@ -248,30 +235,16 @@ fn is_urlencoded(content_type: &str) -> bool {
 
 /// Raw output for `len` bytes of a stored body from `offset`, streamed when on disk.
 fn raw_range(
-    dirs: &Dirs,
-    body: StoredBody,
+    store: &Store,
+    rec: &MessageRecord,
     offset: u64,
     len: u64,
     content_type: String,
     filename: Option<String>,
 ) -> Result<Output, Error> {
-    let data = match body {
-        StoredBody::Inline(b) => {
-            let bytes = Bytes::from(b);
-            let start = (offset as usize).min(bytes.len());
-            let end = (start + len as usize).min(bytes.len());
-            RawData::Bytes(bytes.slice(start..end))
-        }
-        StoredBody::File(id) => RawData::File {
-            path: dirs.committed_path(&id)?,
-            offset,
-            len,
-        },
-        StoredBody::Segment { id, offset: at } => RawData::File {
-            path: crate::store::segments::path(&dirs.segments, id),
-            offset: at + offset,
-            len,
-        },
+    let data = match store.body_source(rec, offset, len)? {
+        BodySource::Bytes(b) => RawData::Bytes(b),
+        BodySource::File { path, offset, len } => RawData::File { path, offset, len },
     };
     Ok(Output::Raw(RawOutput {
         content_type,
@@ -287,14 +260,7 @@ async fn body(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
-    raw_range(
-        app.store.dirs(),
-        rec.body,
-        0,
-        rec.summary.size,
-        content_type,
-        None,
-    )
+    raw_range(&app.store, &rec, 0, rec.summary.size, content_type, None)
 }
 
 async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
@@ -317,8 +283,8 @@ async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
     raw_range(
-        app.store.dirs(),
-        rec.body,
+        &app.store,
+        &rec,
         part.offset,
         part.size,
         content_type,

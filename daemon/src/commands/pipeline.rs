@@ -209,16 +209,13 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
         Some(name) => {
             let row = app
                 .store
-                .read({
-                    let name = name.clone();
-                    move |c| pipelines::get(c, &name)
-                })
+                .pipeline(name.clone())
                 .await?
                 .ok_or_else(|| Error::NotFound(pipelines::no_such_pipeline(&name)))?;
             json(&row.to_api())
         }
         None => {
-            let rows = app.store.read(pipelines::load_all).await?;
+            let rows = app.store.pipelines().await?;
             json(&rows.iter().map(PipelineRow::to_api).collect::<Vec<_>>())
         }
     }
@@ -352,25 +349,18 @@ async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
         before: seq_of("before")?,
         limit,
     };
-    let rows = app
-        .store
-        .read(move |c| pipelines::list_executions(c, &filter))
-        .await?;
+    let rows = app.store.executions(filter).await?;
     json(&rows.iter().map(|r| r.summary()).collect::<Vec<_>>())
 }
 
 async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?.to_string();
     let uuid = parse_uuid("id", &id)?;
-    let row = app
-        .store
-        .read(move |c| pipelines::find_execution(c, uuid))
-        .await?
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "no execution with id {id}; execution.list shows them"
-            ))
-        })?;
+    let row = app.store.execution(uuid).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no execution with id {id}; execution.list shows them"
+        ))
+    })?;
     let mut detail = row.detail();
     // A run that left its message event unchanged stored how to rebuild it, not a copy.
     if let (Some(payload_type), Some(seq)) = (row.body_from, row.message_seq) {
@@ -390,7 +380,7 @@ async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let uuid = parse_uuid("id", &id)?;
     let rec = app
         .store
-        .read(move |c| messages::get(c, uuid))
+        .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(&id)))?;
     let trace = uuid::Uuid::new_v4().simple().to_string();
@@ -417,7 +407,7 @@ async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
     };
     let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
     app.store
-        .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
+        .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
     Ok(Output::Json(json!({
         "messageId": rec.summary.id,
         "eventKey": rec.summary.event_key,

@@ -43,11 +43,7 @@ pub(super) fn commands() -> Vec<Command> {
 }
 
 async fn stats(app: Arc<App>, _call: Call) -> Result<Output, Error> {
-    let dirs = app.store.dirs().clone();
-    let mut stats = app
-        .store
-        .read(move |c| crate::store::stats::collect(c, &dirs))
-        .await?;
+    let mut stats = app.store.stats().await?;
     let r = app.store.retention();
     let events = Limits {
         max_age: Some(app.config.events.max_age),

@@ -8,7 +8,7 @@ use super::{Call, Command, Kind, Output, Param, json};
 use crate::app::App;
 use crate::auth::{generate_token, hash_token};
 use crate::error::Error;
-use crate::store::{TokenRow, tokens};
+use crate::store::TokenRow;
 
 pub(super) fn commands() -> Vec<Command> {
     vec![
@@ -83,7 +83,7 @@ async fn create(app: Arc<App>, call: Call) -> Result<Output, Error> {
 }
 
 async fn list(app: Arc<App>, _call: Call) -> Result<Output, Error> {
-    let rows = app.store.read(tokens::load_all).await?;
+    let rows = app.store.tokens().await?;
     json(&rows.iter().map(TokenRow::info).collect::<Vec<_>>())
 }
 

@@ -300,16 +300,13 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
             let uuid = parse_uuid("uuid", u)?.to_string();
             let row = app
                 .store
-                .read({
-                    let uuid = uuid.clone();
-                    move |c| webhooks::get(c, &uuid)
-                })
+                .webhook_stored(uuid.clone())
                 .await?
                 .ok_or_else(|| Error::NotFound(webhooks::no_such_webhook(&uuid)))?;
             json(&app.store.webhook_view(&row))
         }
         None => {
-            let rows = app.store.read(webhooks::load_all).await?;
+            let rows = app.store.webhooks().await?;
             json(
                 &rows
                     .iter()

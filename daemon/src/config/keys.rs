@@ -93,6 +93,11 @@ pub const KEYS: &[Key] = &[
         "text or json, one object per line (also `--log-format`)",
     ),
     key(
+        "storage.url",
+        "sqlite://<dataDir>",
+        "the storage backend; only sqlite:// in this build (also `--store`, `HOOKD_STORE`)",
+    ),
+    key(
         "storage.synchronous",
         "full",
         "full: a 2xx survives power loss; normal: survives a crash of hookd",

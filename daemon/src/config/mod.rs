@@ -52,6 +52,8 @@ pub struct Config {
     /// A body slower than this (bytes/s, after the first headerReadTimeout) is cut off.
     pub min_body_rate: u64,
     pub synchronous: Synchronous,
+    /// The storage backend (`[storage] url`); SQLite in the data dir by default.
+    pub storage: StorageUrl,
     pub events: EventsConfig,
     pub pipeline: PipelineConfig,
     pub smtp: Option<SmtpConfig>,
@@ -166,13 +168,70 @@ pub enum Synchronous {
     Normal,
 }
 
+/// A parsed `[storage] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// The embedded database in this directory (bodies beside it).
+    Sqlite(PathBuf),
+}
+
+/// The schemes `[storage] url` accepts.
+pub const SUPPORTED_SCHEMES: &str = "sqlite://";
+
+impl StorageUrl {
+    /// The default: SQLite in the data dir.
+    pub fn default_for(data_dir: &Path) -> StorageUrl {
+        StorageUrl::Sqlite(data_dir.to_path_buf())
+    }
+
+    /// Parses `sqlite://<dir>` or `sqlite://<dir>/hookd.db` (relative paths are relative to the
+    /// working directory); any other scheme is an error naming the supported ones.
+    pub fn parse(url: &str) -> Result<StorageUrl, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "storage url '{url}' has no scheme; use {SUPPORTED_SCHEMES}<data dir>"
+            ));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => {
+                if rest.is_empty() {
+                    return Err(format!(
+                        "storage url '{url}' names no directory; e.g. sqlite:///var/lib/hookd"
+                    ));
+                }
+                let path = Path::new(rest);
+                let dir = match path.file_name() {
+                    Some(f) if f == "hookd.db" => path.parent().unwrap_or(Path::new(".")),
+                    _ => path,
+                };
+                Ok(StorageUrl::Sqlite(dir.to_path_buf()))
+            }
+            "postgres" | "postgresql" => Err(format!(
+                "storage url '{url}': PostgreSQL is not supported by this build yet; supported: {SUPPORTED_SCHEMES}"
+            )),
+            other => Err(format!(
+                "storage url '{url}': unknown scheme '{other}'; supported: {SUPPORTED_SCHEMES}"
+            )),
+        }
+    }
+
+    /// The directory the SQLite adapter uses.
+    pub fn sqlite_dir(&self) -> &Path {
+        match self {
+            StorageUrl::Sqlite(d) => d,
+        }
+    }
+}
+
 impl Config {
     /// Defaults with the given data dir: what tests and embedders start from.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             public_url: None,
-            data_dir: data_dir.into(),
+            storage: StorageUrl::default_for(&data_dir),
+            data_dir,
             max_body: DEFAULT_MAX_BODY,
             max_connections: 1024,
             threads: default_threads(),
@@ -282,6 +341,9 @@ impl Config {
         if let Some(v) = s.min_body_rate {
             c.min_body_rate = v;
         }
+        if let Some(url) = over.store.clone().or(file.storage.url) {
+            c.storage = StorageUrl::parse(&url).map_err(ConfigError::Invalid)?;
+        }
         if let Some(v) = file.storage.synchronous {
             c.synchronous = v;
         }
@@ -383,6 +445,9 @@ pub struct Overrides {
     /// Where the database and captured files live [default: ~/.local/share/hookd].
     #[arg(long, env = "HOOKD_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Storage backend URL [default: sqlite://<data dir>]
+    #[arg(long, env = "HOOKD_STORE", global = true)]
+    pub store: Option<String>,
     /// Largest accepted request body, e.g. 25MiB [default: 25MiB].
     #[arg(long, env = "HOOKD_MAX_BODY", global = true, value_parser = parse_size)]
     pub max_body: Option<u64>,
@@ -647,6 +712,8 @@ struct EventsSection {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct StorageSection {
+    #[serde(default, deserialize_with = "text")]
+    url: Option<String>,
     synchronous: Option<Synchronous>,
 }
 
@@ -809,6 +876,26 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_urls_name_their_backend_or_say_what_is_supported() {
+        assert_eq!(
+            StorageUrl::parse("sqlite:///var/lib/hookd").expect("dir"),
+            StorageUrl::Sqlite("/var/lib/hookd".into())
+        );
+        assert_eq!(
+            StorageUrl::parse("sqlite://data/hookd.db").expect("file"),
+            StorageUrl::Sqlite("data".into())
+        );
+        let e = StorageUrl::parse("mysql://db/hookd").expect_err("unknown");
+        assert!(
+            e.contains("unknown scheme 'mysql'") && e.contains("sqlite://"),
+            "{e}"
+        );
+        let e = StorageUrl::parse("/var/lib/hookd").expect_err("no scheme");
+        assert!(e.contains("no scheme"), "{e}");
+        assert!(StorageUrl::parse("sqlite://").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_units() {

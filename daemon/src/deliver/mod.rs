@@ -15,8 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::store::deliveries::{self, AttemptRecord, DeliveryRow, Next};
-use crate::store::messages;
+use crate::store::deliveries::{AttemptRecord, DeliveryRow, Next};
 use guard::{GuardedResolver, Policy};
 
 /// Response bytes kept per attempt.
@@ -168,7 +167,7 @@ pub async fn run(app: Arc<App>) {
             Vec::new()
         } else {
             app.store
-                .read_waiting(move |c| deliveries::due(c, now, (room as u32).min(500)))
+                .due_deliveries(now, (room as u32).min(500))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!("reading due deliveries failed: {e}");
@@ -189,12 +188,7 @@ pub async fn run(app: Arc<App>) {
             }
             tokio::spawn(attempt(app.clone(), row));
         }
-        let next = app
-            .store
-            .read_waiting(deliveries::next_due)
-            .await
-            .ok()
-            .flatten();
+        let next = app.store.next_delivery_due().await.ok().flatten();
         let wait = match next {
             Some(t) if t > crate::clock::now_ms() => {
                 Duration::from_millis((t - crate::clock::now_ms()) as u64)
@@ -315,18 +309,12 @@ async fn send(
     let body = match (&row.body, row.message_seq) {
         (Some(b), _) => b.clone(),
         (None, Some(seq)) => {
-            let dirs = app.store.dirs().clone();
             app.store
-                .read_waiting(move |c| {
-                    let rec = messages::get_by_seq(c, seq)?.ok_or_else(|| {
-                        crate::store::StoreError::NotFound(
-                            "the forwarded message no longer exists".into(),
-                        )
-                    })?;
-                    messages::read_range(&dirs, &rec.body, 0, rec.summary.size)
-                })
+                .message_with_body(seq)
                 .await
                 .map_err(|e| e.to_string())?
+                .ok_or("the forwarded message no longer exists")?
+                .1
         }
         (None, None) => Vec::new(),
     };

@@ -39,7 +39,7 @@ where
         "/readyz" => ready(&app).await,
         "/metrics" if app.config.metrics.listen.is_none() => metrics(&app, req.headers()).await,
         "/api/v3/events" => crate::stream::handle(&app, req),
-        crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
+        hookd_shared::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
             match crate::receive::receive(&app, parts, body, remote).await {
                 Ok(r) => Ok(json_response(StatusCode::OK, &r)),
@@ -105,7 +105,7 @@ fn route_of(app: &App, path: &str) -> (&'static str, &'static str) {
         "/readyz" => ("/readyz", ""),
         "/metrics" => ("/metrics", ""),
         "/api/v3/events" => ("/api/v3/events", ""),
-        crate::store::webhooks::RECEIVE_PATH | "/api/v3/webhook.receive" => {
+        hookd_shared::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             (crate::metrics::RECEIVE_ROUTE, "webhook.receive")
         }
         p => match p.strip_prefix(COMMAND_PREFIX) {
@@ -147,21 +147,11 @@ pub async fn metrics_response(app: &App) -> Result<Response<Body>, Error> {
             "metrics are off ([metrics] enabled = false)".into(),
         ));
     };
-    let dirs = app.store.dirs().clone();
-    let pending: i64 = app
-        .store
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await?;
-    let len = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len()) as f64;
+    let pending = app.store.pending_deliveries().await?;
+    let disk = app.store.disk_usage();
     metrics::gauge!(crate::metrics::DELIVERIES_PENDING).set(pending as f64);
-    metrics::gauge!(crate::metrics::DATABASE_BYTES).set(len(dirs.db()));
-    metrics::gauge!(crate::metrics::WAL_BYTES).set(len(dirs.root.join("hookd.db-wal")));
+    metrics::gauge!(crate::metrics::DATABASE_BYTES).set(disk.database_bytes as f64);
+    metrics::gauge!(crate::metrics::WAL_BYTES).set(disk.log_bytes as f64);
     let clients = app
         .config
         .events

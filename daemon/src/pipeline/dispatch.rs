@@ -17,9 +17,7 @@ use super::run::{self, Identity, Run};
 use crate::app::App;
 use crate::commands::Registry;
 use crate::events::EventData;
-use crate::store::events as log;
 use crate::store::ids::decode_public_id;
-use crate::store::messages;
 use crate::store::pipelines::{self, Finish, Listeners, NewExecution, PipelineRow};
 use crate::store::{Store, StoreError};
 
@@ -57,7 +55,7 @@ impl Runtime {
     /// Compiles every stored pipeline (one that no longer compiles is skipped, with a warning).
     pub async fn load(store: &Store, registry: &Registry) -> Result<Runtime, StoreError> {
         let engine = Engine::default();
-        let rows = store.read_waiting(pipelines::load_all).await?;
+        let rows = store.pipelines().await?;
         let mut map = HashMap::new();
         for row in rows {
             match super::parse(&row.source, registry, &engine) {
@@ -141,7 +139,7 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
     let Some(rx) = app.store.take_run_queue() else {
         return Ok(());
     };
-    let left = app.store.read_waiting(pipelines::queued).await?;
+    let left = app.store.queued_executions().await?;
     if !left.is_empty() {
         tracing::info!(
             "{} queued pipeline runs left from the last stop; running them",
@@ -163,15 +161,11 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
 /// messages it had not reached are dispatched here, once (a page at a time, each committed with
 /// the cursor, so a crash mid-way repeats nothing), and then the cursor is dropped.
 async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
-    let Some(mut cursor) = app.store.read_waiting(pipelines::dispatch_cursor).await? else {
+    let Some(mut cursor) = app.store.dispatch_cursor().await? else {
         return Ok(());
     };
     loop {
-        let from = cursor;
-        let page = app
-            .store
-            .read_waiting(move |c| log::after(c, from, PAGE))
-            .await?;
+        let page = app.store.events_after(cursor, PAGE).await?;
         let Some(last) = page.last().map(|e| e.seq) else {
             break;
         };
@@ -196,7 +190,7 @@ async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
         }
         let queued = app.store.queue_executions(new, Some(last)).await?;
         app.store
-            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
+            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
         cursor = last;
         if page.len() < PAGE as usize {
             break;
@@ -287,7 +281,7 @@ pub async fn fire(
             .await
             .map_err(|e| e.to_string())?;
         app.store
-            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq));
+            .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
     }
     Ok(n)
 }
@@ -325,7 +319,7 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
                     "execution {seq} could not start ({e}); this worker pauses {} s",
                     pause.as_secs()
                 );
-                app.store.enqueue_runs([seq]);
+                app.store.enqueue_runs(vec![seq]);
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = app.shutdown.cancelled() => return,
@@ -513,21 +507,12 @@ pub async fn message_event(
     trace_id: &str,
     payload_type: Option<PayloadType>,
 ) -> Result<(Value, PayloadType), String> {
-    let dirs = app.store.dirs().clone();
-    let (rec, body, hashed) = app
+    let (rec, body) = app
         .store
-        .read_waiting(move |c| {
-            let mut rec = messages::get_by_seq(c, seq)?
-                .ok_or_else(|| StoreError::NotFound(format!("message {seq} no longer exists")))?;
-            let body = messages::read_range(&dirs, &rec.body, 0, rec.summary.size)?;
-            let hashed = messages::hash_file_parts(&dirs, &mut rec)?;
-            Ok((rec, body, hashed))
-        })
+        .message_with_body(seq)
         .await
-        .map_err(|e| e.to_string())?;
-    if let Some(parts) = hashed {
-        app.store.keep_parts(rec.seq, parts);
-    }
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("message {seq} no longer exists"))?;
     let payload_type = payload_type.unwrap_or_else(|| {
         app.store
             .webhook(&rec.summary.uuid)

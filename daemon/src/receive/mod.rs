@@ -23,9 +23,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{
-    Capture, Captured, CapturedBody, Dirs, PartRecord, WebhookRow, files::sync_dir,
-};
+use crate::store::spool::sync_dir;
+use crate::store::{Capture, Captured, CapturedBody, PartRecord, WebhookRow};
 use multipart::{MultipartError, Parser, header_text};
 
 /// Bodies up to this size are kept in memory and stored in the database row.
@@ -167,7 +166,7 @@ where
         head: BytesMut::new(),
         spill: None,
         parser,
-        dirs: app.store.dirs().clone(),
+        incoming: app.store.incoming_dir().to_path_buf(),
     };
     if declared.is_some_and(|n| n as usize > INLINE_MAX) {
         sink.spill().await.map_err(|e| sink_error(limit, e))?;
@@ -423,7 +422,8 @@ struct Sink {
     head: BytesMut,
     spill: Option<Spill>,
     parser: Option<Parser>,
-    dirs: Dirs,
+    /// The store's spool directory.
+    incoming: std::path::PathBuf,
 }
 
 struct Spill {
@@ -459,7 +459,7 @@ impl Sink {
     /// Moves the body from memory to a file in `incoming/`.
     async fn spill(&mut self) -> Result<(), SinkError> {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let path = self.dirs.incoming.join(&id);
+        let path = self.incoming.join(&id);
         let guard = TempFile {
             path: Some(path.clone()),
         };
@@ -488,7 +488,7 @@ impl Sink {
             Some(mut s) => {
                 s.file.flush().await?;
                 s.file.get_ref().sync_all().await?;
-                let incoming = self.dirs.incoming.clone();
+                let incoming = self.incoming.clone();
                 tokio::task::spawn_blocking(move || sync_dir(&incoming))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;

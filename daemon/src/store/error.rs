@@ -3,8 +3,9 @@
 /// A failed store operation.
 #[derive(thiserror::Error, Debug)]
 pub enum StoreError {
+    /// The backend failed (its own message).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The batch's transaction did not commit: nothing in it was stored.

@@ -381,12 +381,7 @@ fn apply(
         Op::PruneEvents {
             max_count,
             before_ms,
-        } => super::events::prune(
-            conn,
-            max_count,
-            before_ms,
-            super::events::PRUNE_CHUNK as u32,
-        ),
+        } => super::events::prune(conn, max_count, before_ms, crate::store::PRUNE_CHUNK as u32),
         Op::Prune { grace_ms } => super::retention::prune(
             conn,
             &shared.retention,
@@ -456,7 +451,7 @@ pub(crate) fn log_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::messages::tests::capture_for;
+    use crate::store::sqlite::messages::tests::capture_for;
 
     fn capture(uuid: &str, n: i64) -> Job {
         let mut c = capture_for(uuid);

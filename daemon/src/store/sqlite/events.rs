@@ -221,9 +221,6 @@ pub fn bounds(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
     Ok((hi >= lo).then_some((lo, hi)))
 }
 
-/// Most events one prune operation removes, so the writer never stalls on one huge delete.
-pub const PRUNE_CHUNK: usize = 10_000;
-
 /// Prunes the oldest events beyond `max_count` or older than `before_ms`: deletes rows of
 /// `events`, at most `chunk` per call so the writer never stalls on one huge delete, and moves
 /// the horizon past the message events below them. Returns how many events left the log. Also
@@ -299,10 +296,12 @@ fn prune_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::messages::tests::{capture_for, insert_before_10, insert_one, scratch};
-    use crate::store::messages::{self, Capture};
-    use crate::store::segments::Segments;
-    use crate::store::writer::log_event;
+    use crate::store::sqlite::messages::tests::{
+        capture_for, insert_before_10, insert_one, scratch,
+    };
+    use crate::store::sqlite::messages::{self, Capture};
+    use crate::store::sqlite::segments::Segments;
+    use crate::store::sqlite::writer::log_event;
 
     const HOOK: &str = "0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
 
@@ -462,7 +461,7 @@ mod tests {
         }
         conn.execute("DELETE FROM events WHERE seq = 1", [])
             .expect("pruned before");
-        crate::store::schema::migrate(&mut conn).expect("upgrade");
+        crate::store::sqlite::schema::migrate(&mut conn).expect("upgrade");
         assert_eq!(bounds(&conn).expect("bounds"), Some((2, 3)));
         let new = store(&conn, &mut segs, received_at(40));
         assert_eq!(new.seq, 4);
@@ -479,7 +478,7 @@ mod tests {
             "INSERT INTO events (at, type) VALUES (1, 'webhook.created'); DELETE FROM events;",
         )
         .expect("pruned log");
-        crate::store::schema::migrate(&mut conn).expect("upgrade");
+        crate::store::sqlite::schema::migrate(&mut conn).expect("upgrade");
         assert_eq!(bounds(&conn).expect("bounds"), None);
         assert_eq!(store(&conn, &mut segs, received_at(5)).seq, 2);
     }

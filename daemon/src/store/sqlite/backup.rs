@@ -15,39 +15,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::files::Dirs;
+pub use crate::store::model::backup::*;
 
 /// The archive's last entry: what it holds.
 pub const MANIFEST: &str = "hookd-backup.json";
 /// The archive format this build writes and reads.
 const FORMAT: u32 = 1;
-
-/// What a backup holds.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    pub format: u32,
-    pub hookd_version: String,
-    /// The database's schema version.
-    pub schema: i64,
-    pub created_at: String,
-    pub messages: u64,
-    pub body_files: u64,
-    /// Each segment file's length (its extents are entries of their own).
-    pub segments: Vec<SegmentLen>,
-    /// Bytes of database, files and segment data in the archive.
-    pub bytes: u64,
-}
-
-/// A segment file's id and length.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct SegmentLen {
-    pub id: u32,
-    pub len: u64,
-}
 
 /// Writes a backup of the store in `dirs` to `out`. Needs free space for one copy of the
 /// database in the data dir while it runs.

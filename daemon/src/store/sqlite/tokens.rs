@@ -1,50 +1,11 @@
 //! API token rows. Only the SHA-256 of a token is stored.
 
-use hookd_shared::{Role, TokenInfo};
+use hookd_shared::Role;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
 use super::writer::{Applied, Effect, Outcome};
-use crate::clock::rfc3339;
-
-/// A stored token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenRow {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub hash: [u8; 32],
-    pub created_at: i64,
-}
-
-/// Who a presented token belongs to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenAuth {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-}
-
-impl TokenRow {
-    /// The identity this token authenticates as.
-    pub fn auth(&self) -> TokenAuth {
-        TokenAuth {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-        }
-    }
-
-    /// The API view (no secret, no hash).
-    pub fn info(&self) -> TokenInfo {
-        TokenInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            role: self.role,
-            created_at: rfc3339(self.created_at),
-        }
-    }
-}
+pub use crate::store::model::tokens::*;
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
     let role: String = r.get(2)?;
@@ -92,4 +53,14 @@ pub(super) fn delete(conn: &Connection, id: &str) -> Result<Applied, StoreError>
     let mut applied = Applied::new(Outcome::Token(row.clone()));
     applied.effects.push(Effect::UncacheToken(row.hash));
     Ok(applied)
+}
+
+/// Admin tokens stored.
+pub fn admin_count(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM tokens WHERE role = 'admin'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as u64)
 }

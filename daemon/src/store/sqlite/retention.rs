@@ -16,37 +16,7 @@ use super::StoreError;
 use super::files::Dirs;
 use super::writer::{Applied, Outcome};
 use crate::retention::{self, Limits, RetentionConfig};
-
-/// How long a pruned body's bytes stay on disk after its row is deleted.
-pub const GRACE_MS: i64 = 60_000;
-
-/// What one call pruned.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub messages: u64,
-    /// Body bytes of the pruned messages.
-    pub message_bytes: u64,
-    pub executions: u64,
-    pub deliveries: u64,
-    /// Body files deleted and segment bytes punched out (of messages pruned a grace period ago).
-    pub files_deleted: u64,
-    pub segment_bytes_freed: u64,
-    /// The chunk was used up: call again.
-    pub more: bool,
-}
-
-impl Pruned {
-    /// Adds another call's counts.
-    pub fn add(&mut self, o: &Pruned) {
-        self.messages += o.messages;
-        self.message_bytes += o.message_bytes;
-        self.executions += o.executions;
-        self.deliveries += o.deliveries;
-        self.files_deleted += o.files_deleted;
-        self.segment_bytes_freed += o.segment_bytes_freed;
-        self.more = o.more;
-    }
-}
+pub use crate::store::model::retention::*;
 
 /// One chunk of pruning: at most `chunk` rows of each kind, and the bodies freed `grace_ms` or
 /// longer ago.
@@ -352,11 +322,13 @@ mod tests {
     use super::*;
     use crate::events::Bus;
     use crate::retention::Override;
-    use crate::store::messages::{self, Capture, CapturedBody, ListFilter};
-    use crate::store::{Captured, Store, StoreConfig, WebhookPut};
+    use crate::store::sqlite::SqliteStore as Store;
+    use crate::store::sqlite::messages::{self, Capture, CapturedBody, ListFilter};
+    use crate::store::{Captured, Storage, StoreConfig, WebhookPut};
 
     fn open(dir: &std::path::Path, retention: RetentionConfig) -> Store {
         Store::open(StoreConfig {
+            url: crate::config::StorageUrl::Sqlite(dir.to_path_buf()),
             data_dir: dir.to_path_buf(),
             synchronous: crate::config::Synchronous::Normal,
             public_url: "http://h".into(),
@@ -382,7 +354,7 @@ mod tests {
     /// A capture of `body`: inline up to 8 KiB, in a segment up to 64 KiB, else as a file
     /// written to `incoming/` as the receiver does.
     fn capture(store: &Store, uuid: &str, at: i64, body: Vec<u8>) -> Capture {
-        let mut c = crate::store::messages::tests::capture_for(uuid);
+        let mut c = crate::store::sqlite::messages::tests::capture_for(uuid);
         c.received_at = at;
         c.size = body.len() as u64;
         c.body = if body.len() > 64 * 1024 {
@@ -468,8 +440,7 @@ mod tests {
         let files_before = blocks(&store.dirs().files);
         let segments_before = blocks(&store.dirs().segments);
 
-        let p = store
-            .prune_all(Duration::from_secs(3600), |_| Duration::ZERO)
+        let p = crate::store::prune_all(&store, Duration::from_secs(3600), |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(p.messages, 9);
@@ -481,8 +452,7 @@ mod tests {
         assert_eq!(list(&store, &small).await, newest);
         assert_eq!(list(&store, &other).await.len(), 12);
 
-        let p = store
-            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+        let p = crate::store::prune_all(&store, Duration::ZERO, |_| Duration::ZERO)
             .await
             .expect("free");
         assert_eq!((p.messages, p.files_deleted), (0, 4));
@@ -506,8 +476,7 @@ mod tests {
         assert_eq!(body, vec![11u8; 100 << 10]);
         // Receiving goes on, into the same spans.
         let more = stored(&store, capture(&store, &small, 99, vec![7; 10])).await;
-        store
-            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+        crate::store::prune_all(&store, Duration::ZERO, |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(list(&store, &small).await[0], more);
@@ -556,7 +525,7 @@ mod tests {
             .1;
         store
             .queue_executions(
-                vec![crate::store::pipelines::NewExecution {
+                vec![crate::store::sqlite::pipelines::NewExecution {
                     pipeline: "p".into(),
                     trigger: "event",
                     event_key: Some("a.b".into()),
@@ -572,8 +541,7 @@ mod tests {
             .await
             .expect("queue");
 
-        let p = store
-            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+        let p = crate::store::prune_all(&store, Duration::ZERO, |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(p.messages, 1 + 3, "{p:?}");
@@ -612,8 +580,7 @@ mod tests {
         // The newest message of all belongs to another webhook, so all of these may go.
         let other = webhook(&store, None).await;
         stored(&store, capture(&store, &other, 9, vec![1; 10])).await;
-        let p = store
-            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+        let p = crate::store::prune_all(&store, Duration::ZERO, |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(p.messages, 2);
@@ -647,7 +614,7 @@ mod tests {
                 ..RetentionConfig::default()
             },
         );
-        let new = |n: u32| crate::store::pipelines::NewExecution {
+        let new = |n: u32| crate::store::sqlite::pipelines::NewExecution {
             pipeline: format!("p{n}"),
             trigger: "manual",
             event_key: None,
@@ -665,7 +632,7 @@ mod tests {
         for (seq, _) in &queued[..3] {
             store.start_execution(*seq).await.expect("start");
             store
-                .finish_execution(crate::store::pipelines::Finish {
+                .finish_execution(crate::store::sqlite::pipelines::Finish {
                     seq: *seq,
                     status: "succeeded",
                     run_as: None,
@@ -680,8 +647,7 @@ mod tests {
                 .expect("finish");
         }
         // Six runs, keep two: but the fourth is still queued, so only the first three go.
-        let p = store
-            .prune_all(Duration::ZERO, |_| Duration::ZERO)
+        let p = crate::store::prune_all(&store, Duration::ZERO, |_| Duration::ZERO)
             .await
             .expect("prune");
         assert_eq!(p.executions, 3);
@@ -703,7 +669,7 @@ mod tests {
     /// webhooks deleted before as retired.
     #[test]
     fn the_upgrade_counts_what_each_webhook_has_stored() {
-        let (mut conn, _segs, _dir) = crate::store::messages::tests::scratch(10);
+        let (mut conn, _segs, _dir) = crate::store::sqlite::messages::tests::scratch(10);
         conn.execute(
             "INSERT INTO webhooks (uuid, event_key, payload_type, max_payload_length, \
              description, enabled, created_at, updated_at) VALUES ('a', 'a.b', 'raw', 9, '', 1, 0, 0)",
@@ -725,7 +691,7 @@ mod tests {
             )
             .expect("span");
         }
-        crate::store::schema::migrate(&mut conn).expect("upgrade");
+        crate::store::sqlite::schema::migrate(&mut conn).expect("upgrade");
         let counted = |sql: &str| -> (i64, i64) {
             conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .expect("counters")

@@ -158,7 +158,4 @@ pub fn drop_cached(file: &File, range: std::ops::Range<u64>) {
 #[cfg(not(target_os = "linux"))]
 pub fn drop_cached(_file: &File, _range: std::ops::Range<u64>) {}
 
-/// fsyncs a directory so that renames and creations in it survive a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::store::spool::sync_dir;
