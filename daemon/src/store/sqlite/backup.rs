@@ -72,9 +72,9 @@ fn write_with(dirs: &Dirs, snapshot: &Path, out: impl Write) -> Result<Manifest,
     let mut tar = tar::Builder::new(out);
     let mut bytes = 0;
     bytes += append_file(&mut tar, "hookd.db", snapshot)?;
-    let token = dirs.root.join(crate::auth::ADMIN_TOKEN_FILE);
+    let token = dirs.root.join(crate::store::ADMIN_TOKEN_FILE);
     if token.exists() {
-        append_file(&mut tar, crate::auth::ADMIN_TOKEN_FILE, &token)?;
+        append_file(&mut tar, crate::store::ADMIN_TOKEN_FILE, &token)?;
     }
     for id in &files {
         bytes += append_file(&mut tar, &format!("files/{id}"), &dirs.committed_path(id)?)?;
@@ -291,11 +291,11 @@ fn unpack(archive: impl Read, root: &Path) -> Result<Manifest, RestoreError> {
             manifest = Some(m);
         } else if path == "hookd.db" {
             copy_to(&mut entry, &dirs.db())?;
-        } else if path == crate::auth::ADMIN_TOKEN_FILE {
-            copy_to(&mut entry, &root.join(crate::auth::ADMIN_TOKEN_FILE))?;
+        } else if path == crate::store::ADMIN_TOKEN_FILE {
+            copy_to(&mut entry, &root.join(crate::store::ADMIN_TOKEN_FILE))?;
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(
-                root.join(crate::auth::ADMIN_TOKEN_FILE),
+                root.join(crate::store::ADMIN_TOKEN_FILE),
                 fs::Permissions::from_mode(0o600),
             )?;
         } else if let Some(id) = path.strip_prefix("files/").filter(|id| plain_name(id)) {

@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
 use super::StoreError;
+use super::event_log::log_event;
+use super::op::{Applied, Outcome};
 use super::page::Page;
-use super::writer::{Applied, Outcome, log_event};
 use crate::clock::rfc3339;
 use crate::events::EventData;
 pub use crate::store::model::deliveries::*;

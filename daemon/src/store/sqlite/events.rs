@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use hookd_shared::{EventType, MessageSummary};
+use hookd_shared::EventType;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::event_log::{last, message_event, seq_at};
 use super::messages::{SUMMARY_WIDTH, summary_from_row};
+use super::op::{Applied, Outcome};
 use super::pipelines;
-use super::writer::{Applied, Outcome};
 use crate::events::{BusEvent, EventData};
 
 /// Up to `limit` logged events after `after`, oldest first: the rows of `events` merged with
@@ -95,26 +96,6 @@ fn messages_after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<BusEv
     Ok(out)
 }
 
-/// The event of a message stored with `event_seq`, as the writer publishes it and replay
-/// rebuilds it from the row.
-pub(super) fn message_event(
-    event_seq: i64,
-    received_at: i64,
-    summary: Arc<MessageSummary>,
-) -> BusEvent {
-    let kind = if summary.status == "accepted" {
-        EventType::MessageReceived
-    } else {
-        EventType::MessageRejected
-    };
-    BusEvent {
-        seq: event_seq as u64,
-        at: received_at,
-        kind,
-        data: EventData::Message(summary),
-    }
-}
-
 /// The first message with an `event_seq` for which `wanted(event_seq, received_at)` holds, as
 /// (seq, event_seq), assuming it holds for every later one: ~20 rowid lookups for a million
 /// messages. Messages from before schema 10 (no `event_seq`) come first and never count.
@@ -163,55 +144,6 @@ fn horizon(conn: &Connection) -> Result<u64, StoreError> {
         conn,
         "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'events_horizon'",
     )
-}
-
-/// The log's last seq, whichever kind of event took it.
-fn last(conn: &Connection) -> Result<u64, StoreError> {
-    seq_at(
-        conn,
-        "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-    )
-}
-
-/// The seq one row of `sql` holds; 0 without one.
-fn seq_at(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
-    let seq: Option<i64> = conn
-        .prepare_cached(sql)?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
-}
-
-/// The log's seqs one batch gives its message events (a message's event is its row): read
-/// once from the counter in `sqlite_sequence`, counted here, and written back by `flush` before
-/// anything else takes a seq (an insert into `events` reads that counter: AUTOINCREMENT) and
-/// before the commit. So both kinds share one dense sequence, and a failed batch takes its
-/// seqs back with it.
-#[derive(Default)]
-pub(crate) struct MessageSeqs {
-    /// The last seq taken and not yet written back.
-    taken: Option<i64>,
-}
-
-impl MessageSeqs {
-    /// The next seq, for a message event.
-    pub(super) fn next(&mut self, conn: &Connection) -> Result<i64, StoreError> {
-        let seq = match self.taken {
-            Some(last) => last + 1,
-            None => last(conn)? as i64 + 1,
-        };
-        self.taken = Some(seq);
-        Ok(seq)
-    }
-
-    /// Writes the seqs taken so far back to the counter.
-    pub(super) fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        if let Some(last) = self.taken.take() {
-            conn.prepare_cached("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'")?
-                .execute([last])?;
-        }
-        Ok(())
-    }
 }
 
 /// The oldest and newest logged seq, if any. The log is dense between them: every seq was
@@ -296,12 +228,12 @@ fn prune_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::event_log::log_event;
     use crate::store::sqlite::messages::tests::{
         capture_for, insert_before_10, insert_one, scratch,
     };
     use crate::store::sqlite::messages::{self, Capture};
     use crate::store::sqlite::segments::Segments;
-    use crate::store::sqlite::writer::log_event;
 
     const HOOK: &str = "0193e7c2-6f1a-7c3e-9b7d-2f4c1a9e8d10";
 

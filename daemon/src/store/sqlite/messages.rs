@@ -9,12 +9,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::events::MessageSeqs;
+use super::event_log::MessageSeqs;
 pub use super::ids::{decode_public_id as decode_message_id, public_id as message_id};
+use super::op::Stored;
+use super::op::{Applied, Effect, Outcome};
 use super::page::Page;
 use super::pipelines::{self};
 use super::segments::{SEGMENT_MIN, Segments};
-use super::writer::{Applied, Effect, Outcome};
 use crate::clock::rfc3339;
 pub use crate::store::model::messages::*;
 use hookd_shared::RECEIVE_PATH;
@@ -113,7 +114,7 @@ pub(super) fn insert(
         verification: verification.into(),
         reason: c.rejected.clone(),
     });
-    let event = super::events::message_event(event_seq, c.received_at, summary.clone());
+    let event = super::event_log::message_event(event_seq, c.received_at, summary.clone());
     let rejected = c.rejected.is_some();
     let stored = Stored {
         seq,
@@ -134,16 +135,6 @@ pub(super) fn insert(
         applied.effects.push(Effect::PromoteFile(id));
     }
     Ok(applied)
-}
-
-/// A message a batch stored: what the batch's bookkeeping after the last message needs.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    pub seq: i64,
-    pub uuid: String,
-    pub received_at: i64,
-    pub accepted: bool,
-    pub size: u64,
 }
 
 /// A batch's bookkeeping for the messages it stored (in insertion order): where each webhook's

@@ -6,9 +6,11 @@
 pub mod backup;
 mod checkpoint;
 pub mod deliveries;
+mod event_log;
 pub mod events;
 pub mod files;
 pub mod messages;
+mod op;
 mod page;
 pub mod pipelines;
 mod reader;
@@ -43,9 +45,9 @@ use crate::store::{
 pub use crate::store::{Captured, StoreConfig, StoreError};
 pub use files::Dirs;
 pub use messages::{Capture, CapturedBody, PartRecord};
+use op::{Job, Op, Outcome};
 pub use tokens::{TokenAuth, TokenRow};
 pub use webhooks::{WebhookPut, WebhookRow};
-use writer::{Job, Op, Outcome};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

@@ -5,9 +5,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::event_log::log_event;
 use super::ids::{decode_public_id, public_id};
+use super::op::{Applied, Outcome};
 use super::page::Page;
-use super::writer::{Applied, Outcome, log_event};
 use crate::events::EventData;
 pub use crate::store::model::pipelines::*;
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 
 use super::StoreError;
 use super::files::Dirs;
-use super::writer::{Applied, Outcome};
+use super::op::{Applied, Outcome};
 use crate::retention::{self, Limits, RetentionConfig};
 pub use crate::store::model::retention::*;
 

@@ -4,7 +4,7 @@ use hookd_shared::Role;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
-use super::writer::{Applied, Effect, Outcome};
+use super::op::{Applied, Effect, Outcome};
 pub use crate::store::model::tokens::*;
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::StoreError;
-use super::writer::{Applied, Effect, Outcome, log_event};
+use super::event_log::log_event;
+use super::op::{Applied, Effect, Outcome};
 use crate::events::EventData;
 use crate::retention::{self, Limits, Override};
 pub use crate::store::model::webhooks::*;

@@ -9,18 +9,16 @@
 
 use std::sync::Arc;
 
-use hookd_shared::MessageSummary;
-
-use crate::events::{BusEvent, EventData};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Wrap;
-use super::events::MessageSeqs;
-use super::messages::{self, Capture};
+use super::event_log::MessageSeqs;
+use super::messages::{self};
+use super::op::{Applied, Effect, Job, Op, Outcome};
 use super::segments::Segments;
-use super::tokens::{self, TokenRow};
-use super::webhooks::{self, WebhookPut, WebhookRow};
+use super::tokens::{self};
+use super::webhooks::{self};
 use super::{Shared, StoreError, write_lock};
 use super::{deliveries, pipelines};
 
@@ -29,116 +27,6 @@ const MAX_BATCH: usize = 512;
 /// Rows of each kind one prune operation deletes at most, so a batch it shares with captures
 /// stays short.
 const PRUNE_CHUNK: usize = 1000;
-
-/// A write the writer thread performs.
-pub(crate) enum Op {
-    Capture(Box<Capture>),
-    PutWebhook(Box<WebhookPut>),
-    DeleteWebhook(String),
-    CreateToken(TokenRow),
-    DeleteToken(String),
-    Ping,
-    /// Prune the event log to `max_count` events and none older than `before_ms`.
-    PruneEvents {
-        max_count: u64,
-        before_ms: i64,
-    },
-    /// One chunk of pruning by the retention limits, freeing bodies pruned `grace_ms` ago.
-    Prune {
-        grace_ms: i64,
-    },
-    PutPipeline(Box<pipelines::PipelineRow>),
-    DeletePipeline(String),
-    /// Queue executions; advance the listener dispatch cursor to `cursor`.
-    QueueExecutions {
-        new: Vec<pipelines::NewExecution>,
-        cursor: Option<u64>,
-    },
-    /// Drop the dispatch cursor once what it had not reached is dispatched.
-    ForgetDispatchCursor,
-    StartExecution(i64),
-    FinishExecution(Box<pipelines::Finish>),
-    CreateDelivery(Box<deliveries::NewDelivery>),
-    RecordAttempt(Box<deliveries::AttemptRecord>),
-    RetryDelivery(i64),
-    CancelDelivery(i64),
-    /// Store a message's parts again, with the hashes computed on first read.
-    SetParts {
-        seq: i64,
-        parts: String,
-    },
-    Shutdown,
-}
-
-impl Op {
-    /// The `incoming/` body file this operation commits, if any: the writer owns it from now on.
-    fn body_file(&self) -> Option<String> {
-        match self {
-            Op::Capture(c) => match &c.body {
-                super::CapturedBody::File(id) => Some(id.clone()),
-                super::CapturedBody::Inline(_) => None,
-            },
-            _ => None,
-        }
-    }
-}
-
-/// What a committed operation produced.
-pub(crate) enum Outcome {
-    Captured(Arc<MessageSummary>),
-    /// A repeat within the dedupe window: the original message's id.
-    Duplicate(String),
-    Webhook(Box<WebhookRow>, bool),
-    Token(TokenRow),
-    Pruned(usize),
-    Retained(super::retention::Pruned),
-    Pipeline(pipelines::PipelineRow, bool),
-    /// (seq, public id) of each queued execution.
-    Executions(Vec<(i64, String)>),
-    Execution(Box<pipelines::ExecutionRow>),
-    Delivery(Box<deliveries::DeliveryRow>),
-    Done,
-}
-
-/// An operation and the channel its committed outcome goes back on.
-pub(crate) struct Job {
-    pub op: Op,
-    pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
-/// What applying an operation inside the transaction yields; acted on only after the commit.
-pub(crate) struct Applied {
-    pub outcome: Outcome,
-    pub events: Vec<BusEvent>,
-    pub effects: Vec<Effect>,
-    /// A stored message, for the bookkeeping done once per batch (spans, counters).
-    pub stored: Option<messages::Stored>,
-    /// Executions queued for the workers, handed to them after the commit.
-    pub runs: Vec<i64>,
-}
-
-/// A change to make outside SQLite once the transaction has committed.
-pub(crate) enum Effect {
-    CacheWebhook(Arc<WebhookRow>),
-    UncacheWebhook(String),
-    CacheToken(TokenRow),
-    UncacheToken([u8; 32]),
-    PromoteFile(String),
-    /// A body file that turned out not to be needed (a duplicate).
-    DiscardFile(String),
-}
-
-impl Applied {
-    pub fn new(outcome: Outcome) -> Applied {
-        Applied {
-            outcome,
-            events: Vec::new(),
-            effects: Vec::new(),
-            stored: None,
-            runs: Vec::new(),
-        }
-    }
-}
 
 /// The writer loop; returns its connection when the channel closes or a `Shutdown` is committed.
 pub(crate) fn run(
@@ -408,44 +296,6 @@ fn apply(
         Op::SetParts { seq, parts } => messages::set_parts(conn, seq, &parts),
         Op::Shutdown => Ok(Applied::new(Outcome::Done)),
     }
-}
-
-/// Appends an event to the log and returns it with its sequence number. `row` is the seq of the
-/// execution an execution event is about (a message's event is the message's own row, numbered
-/// by `events::MessageSeqs`; only rows from before schema 10 point at messages).
-pub(crate) fn log_event(
-    conn: &Connection,
-    kind: hookd_shared::EventType,
-    at: i64,
-    event_key: Option<&str>,
-    row: Option<i64>,
-    data: EventData,
-) -> Result<BusEvent, StoreError> {
-    // Message and execution events point at their row instead of storing a second copy of its
-    // summary; `events::after` rebuilds it.
-    let (stored, message_seq, execution_seq) = match &data {
-        EventData::Json(v) => (Some(v.to_string()), None, None),
-        EventData::Message(_) => (None, row, None),
-        EventData::Execution(_) => (None, None, row),
-    };
-    let mut st = conn.prepare_cached(
-        "INSERT INTO events (at, type, event_key, message_seq, execution_seq, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    st.execute(rusqlite::params![
-        at,
-        kind.as_str(),
-        event_key,
-        message_seq,
-        execution_seq,
-        stored
-    ])?;
-    Ok(BusEvent {
-        seq: conn.last_insert_rowid() as u64,
-        kind,
-        at,
-        data,
-    })
 }
 
 #[cfg(test)]
