@@ -24,13 +24,21 @@ def modules(base):
     return out
 
 
+def grouped(root, text):
+    """The first segment of each path in `root::{a::x, b, …}`."""
+    out = []
+    for g in re.findall(root + r'::\{([^}]*)\}', text):
+        out += [p.strip().split('::')[0] for p in g.split(',') if p.strip()]
+    return [m for m in out if re.fullmatch(r'[a-z_]+', m)]
+
+
 edges = {}
 if scope == 'top':
     for rel, text in modules(ROOT).items():
         top = rel.split(os.sep)[0].removesuffix('.rs')
         if top in ('lib', 'main'):
             continue
-        for m in re.findall(r'crate::([a-z_]+)', text):
+        for m in re.findall(r'crate::([a-z_]+)', text) + grouped('crate', text):
             if m != top:
                 edges.setdefault(top, set()).add(m)
         edges.setdefault(top, set())
@@ -41,7 +49,7 @@ else:
         name = rel.removesuffix('.rs')
         if name == 'mod':
             continue
-        deps = set(re.findall(r'super::([a-z_]+)', text)) | set(
+        deps = set(re.findall(r'super::([a-z_]+)', text) + grouped('super', text)) | set(
             re.findall(r'crate::' + scope.replace('/', '::') + r'::([a-z_]+)', text))
         edges[name] = {d for d in deps if d in names and d != name}
 

@@ -14,8 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::store::{Store, StoreError, TokenAuth, TokenRow};
 
-/// The file the generated admin token is written to, inside the data dir.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use crate::store::ADMIN_TOKEN_FILE;
 
 /// A fresh random token: `hkd_` and 43 base64url characters.
 pub fn generate_token() -> Result<String, Error> {

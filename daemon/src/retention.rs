@@ -10,7 +10,7 @@ use std::time::Duration;
 use hookd_shared::RetentionView;
 use serde_json::{Map, Value};
 
-use crate::config::parse_size;
+use hookd_shared::units::parse_size;
 
 /// Limits on one kind of record; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -25,7 +25,6 @@ use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
 use crate::app::App;
 use crate::error::Error;
 use crate::events::{BusEvent, EventData};
-use crate::http::body::{Body, full};
 
 /// Events read from the log per query while catching up.
 const PAGE: u32 = 500;
@@ -60,9 +59,16 @@ impl Filter {
     }
 }
 
-/// Checks the request, subscribes, and answers `101 Switching Protocols`; the session runs in
-/// its own task once the connection is upgraded.
-pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<Body>, Error> {
+/// Checks the request, subscribes, and answers `101 Switching Protocols` (headers only; http/
+/// gives it its empty body); the session runs in its own task once the connection is upgraded.
+pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Error> {
+    // RFC 6455 §4.1: the opening handshake is a GET with `Connection: Upgrade`.
+    if req.method() != http::Method::GET {
+        return Err(Error::MethodNotAllowed(format!(
+            "/api/v3/events is a WebSocket endpoint: open it with GET, not {}",
+            req.method()
+        )));
+    }
     let query: Vec<(String, String)> =
         form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
@@ -109,13 +115,19 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<Body>, 
     let wants_ws = h
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        });
     let key = h
         .get("sec-websocket-key")
         .map(|k| derive_accept_key(k.as_bytes()));
     let (true, Some(accept)) = (wants_ws, key) else {
         return Err(Error::BadRequest(
-            "/api/v3/events is a WebSocket endpoint; connect with a WebSocket client (e.g. websocat)".into(),
+            "/api/v3/events is a WebSocket endpoint (Upgrade: websocket, Connection: Upgrade); connect with a WebSocket client (e.g. websocat)".into(),
         ));
     };
     if h.get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
@@ -155,7 +167,7 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<Body>, 
         }
         drop(permit);
     });
-    let mut r = Response::new(full(""));
+    let mut r = Response::new(());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -3,6 +3,8 @@
 pub mod api;
 pub mod event;
 pub mod key;
+pub mod units;
+pub mod verify;
 
 pub use api::*;
 pub use event::{Event, EventType, Lagged};

@@ -248,3 +248,38 @@ async fn clients_get_a_1001_close_when_hookd_stops() {
     assert_eq!(f["type"], "close");
     assert_eq!(f["code"], 1001);
 }
+
+/// RFC 6455 §4.1: only a GET with `Connection: Upgrade` and `Upgrade: websocket` opens the
+/// stream; anything else is refused before a session (and its client slot) is taken.
+#[tokio::test]
+async fn only_a_get_with_connection_upgrade_opens_the_stream() {
+    let d = Daemon::start().await;
+    let url = format!("{}/api/v3/events?token={}", d.url, d.token);
+    let handshake = |m: reqwest::Method, connection: Option<&'static str>| {
+        let mut r = d
+            .http()
+            .request(m, &url)
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Version", "13");
+        if let Some(c) = connection {
+            r = r.header("Connection", c);
+        }
+        r.send()
+    };
+    let post = handshake(reqwest::Method::POST, Some("Upgrade"))
+        .await
+        .expect("post");
+    assert_eq!(post.status().as_u16(), 405);
+    let body: Value = post.json().await.expect("json error");
+    assert!(hookd_e2e::error_message(&body).contains("GET"), "{body}");
+    let no_connection = handshake(reqwest::Method::GET, Some("keep-alive"))
+        .await
+        .expect("get");
+    assert_eq!(no_connection.status().as_u16(), 400);
+    // The same handshake with the header opens it (as a list, as browsers may send it).
+    let ok = handshake(reqwest::Method::GET, Some("keep-alive, Upgrade"))
+        .await
+        .expect("get");
+    assert_eq!(ok.status().as_u16(), 101);
+}

@@ -38,7 +38,7 @@ where
         )),
         "/readyz" => ready(&app).await,
         "/metrics" if app.config.metrics.listen.is_none() => metrics(&app, req.headers()).await,
-        "/api/v3/events" => crate::stream::handle(&app, req),
+        "/api/v3/events" => crate::stream::handle(&app, req).map(|r| r.map(|()| full(""))),
         hookd_shared::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
             match crate::receive::receive(&app, parts, body, remote).await {

@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::store::spool::sync_dir;
 use crate::store::{Capture, Captured, CapturedBody, PartRecord, WebhookRow};
 use multipart::{MultipartError, Parser, header_text};
+use verify::Start;
 
 /// Bodies up to this size are kept in memory and stored in the database row.
 pub const INLINE_MAX: usize = 64 * 1024;

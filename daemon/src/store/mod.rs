@@ -48,6 +48,9 @@ pub enum Captured {
     Duplicate(String),
 }
 
+/// The bootstrap admin token's file in the data dir (kept in backups).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// Rows pruned per call of [`Storage::prune_events`]: a call that pruned fewer found no more.
 pub const PRUNE_CHUNK: usize = 10_000;
 

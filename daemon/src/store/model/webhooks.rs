@@ -4,8 +4,8 @@ use hookd_shared::{PayloadType, RECEIVE_PATH, Webhook};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::rfc3339;
-use crate::receive::verify::VerifyConfig;
 use crate::retention::{Limits, Override};
+use hookd_shared::verify::VerifyConfig;
 
 /// A webhook as stored.
 #[derive(Debug, Clone, PartialEq)]
