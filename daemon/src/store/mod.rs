@@ -8,6 +8,8 @@
 //! (the client is told to retry); reads that background work makes wait for room instead, since
 //! their own concurrency is bounded.
 
+#[cfg(test)]
+mod conformance;
 mod error;
 pub mod ids;
 pub mod model;
