@@ -633,3 +633,40 @@ async fn messages_an_older_hookd_left_undispatched_are_dispatched_after_the_upgr
         "the old cursor is dropped once its backlog is queued"
     );
 }
+
+/// Issue 29: a run that creates a token must not leave it where a viewer can read it. The
+/// admin who ran it gets the token in the answer; the recorded execution (body and step log,
+/// wherever the run copied it) holds a mask, and so what a viewer sees cannot log in.
+#[tokio::test]
+async fn a_token_a_run_creates_is_never_recorded() {
+    let d = Daemon::start().await;
+    let r = d
+        .ok(
+            "pipeline.run",
+            json!({"pipeline": "pipeline:\n  - iam.run.as:\n      username: admin\n  - token.create:\n      role: admin\n      name: made-by-a-run\n  - log:\n      message: \"made ${body.token}\"\n"}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let token = r["body"]["token"]
+        .as_str()
+        .expect("the caller sees the token");
+    let viewer = d
+        .ok("token.create", json!({"role": "viewer", "name": "v"}))
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (status, e) = d
+        .call_as(&viewer, "execution.get", json!({"id": r["executionId"]}))
+        .await;
+    assert_eq!(status, 200);
+    let seen = e.to_string();
+    assert!(
+        !seen.contains(token),
+        "the execution record leaks the token: {seen}"
+    );
+    assert!(seen.contains("made ••••"), "{seen}");
+    let masked = e["body"]["token"].as_str().expect("masked token");
+    let (status, _) = d.call_as(masked, "token.list", json!({})).await;
+    assert_eq!(status, 401, "what the record shows is not a token");
+}

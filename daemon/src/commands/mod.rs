@@ -30,6 +30,9 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Output, Error>> + Se
 /// A command's implementation.
 pub type Handler = fn(Arc<App>, Call) -> HandlerFuture;
 
+/// Commands whose output is a secret shown once: a run records them masked (pipeline/run.rs).
+pub const SECRET_OUTPUTS: &[&str] = &["token.create", "secret.generate"];
+
 /// A command's declaration.
 pub struct Command {
     pub name: &'static str,

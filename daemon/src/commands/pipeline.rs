@@ -304,7 +304,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
             seq,
             status: outcome.status,
             run_as: Some(outcome.run_as.clone()),
-            steps: serde_json::to_string(&outcome.steps).unwrap_or_else(|_| "[]".into()),
+            steps: outcome.stored_steps(),
             body: stored_body,
             body_truncated: truncated,
             error: outcome.error.clone(),

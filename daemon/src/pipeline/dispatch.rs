@@ -348,11 +348,12 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
                 Some(_) => (None, false),
                 None => o.stored_body(),
             };
+            let steps = o.stored_steps();
             Finish {
                 seq,
                 status: o.status,
                 run_as: Some(o.run_as),
-                steps: serde_json::to_string(&o.steps).unwrap_or_else(|_| "[]".into()),
+                steps,
                 body,
                 body_truncated: truncated,
                 error: o.error,

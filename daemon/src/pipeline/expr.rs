@@ -22,6 +22,18 @@ pub struct ExprError {
     pub text: String,
 }
 
+/// What calling `sleep` in an expression says.
+const NO_SLEEP: &str = "sleep() is not available in expressions (it would block hookd)";
+/// Longest one expression may run.
+const EVAL_WALL: std::time::Duration = std::time::Duration::from_secs(1);
+const TIMED_OUT: &str = "the expression ran longer than 1 s and was stopped";
+
+thread_local! {
+    /// When the evaluation running on this thread started (evaluation never yields, so it is
+    /// the thread's until it returns).
+    static EVAL_STARTED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
 /// The sandboxed engine; compile once, evaluate many times, from any thread.
 pub struct Engine {
     rhai: rhai::Engine,
@@ -40,6 +52,24 @@ impl Default for Engine {
         e.on_print(|_| {});
         e.on_debug(|_, _, _| {});
         e.disable_symbol("eval");
+        // Rhai's core package has `sleep`, which blocks the thread evaluating: a run's thread
+        // or, for pipeline.run, a thread serving connections. Registered functions shadow the
+        // package's, so these make any call to it an error.
+        e.register_fn("sleep", |_: f64| -> Result<(), Box<EvalAltResult>> {
+            Err(NO_SLEEP.into())
+        });
+        e.register_fn("sleep", |_: i64| -> Result<(), Box<EvalAltResult>> {
+            Err(NO_SLEEP.into())
+        });
+        // The operation limit bounds the work, this the time: an evaluation still running
+        // after EVAL_WALL (slow built-ins on large values, say) is stopped.
+        e.on_progress(|ops| {
+            if ops % 256 != 0 {
+                return None;
+            }
+            let started = EVAL_STARTED.with(std::cell::Cell::get)?;
+            (started.elapsed() > EVAL_WALL).then(|| Dynamic::from(TIMED_OUT))
+        });
         e.register_fn(
             "convert_fromBase64",
             |s: &str| -> Result<String, Box<EvalAltResult>> {
@@ -202,10 +232,13 @@ impl Engine {
     }
 
     fn run(&self, c: &Compiled, scope: &mut Scope<'_>) -> Result<Value, String> {
-        self.rhai
-            .eval_ast_with_scope::<Dynamic>(scope, &c.ast)
-            .map(to_json)
-            .map_err(|e| format!("{} failed: {e}", c.source))
+        EVAL_STARTED.with(|s| s.set(Some(std::time::Instant::now())));
+        let out = self.rhai.eval_ast_with_scope::<Dynamic>(scope, &c.ast);
+        EVAL_STARTED.with(|s| s.set(None));
+        out.map(to_json).map_err(|e| match *e {
+            EvalAltResult::ErrorTerminated(..) => format!("{} failed: {TIMED_OUT}", c.source),
+            e => format!("{} failed: {e}", c.source),
+        })
     }
 }
 
@@ -370,6 +403,24 @@ mod tests {
                 headers: &headers,
             },
         )
+    }
+
+    /// `sleep` would hold the thread evaluating (issue 29): it is an error at once, in any form.
+    #[test]
+    fn sleep_is_refused_without_sleeping() {
+        let started = std::time::Instant::now();
+        for expr in ["${sleep(20)}", "${sleep(20.0)}", "x ${sleep(1)} y"] {
+            let e = eval(expr, json!({})).expect_err(expr);
+            assert!(e.contains("sleep() is not available"), "{expr}: {e}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Work is bounded by operations, and still stops with a clear error.
+    #[test]
+    fn endless_loops_stop_with_an_error() {
+        let e = eval("${(0..100000000).reduce(|a, b| a + b)}", json!({})).expect_err("stopped");
+        assert!(e.contains("failed"), "{e}");
     }
 
     #[test]

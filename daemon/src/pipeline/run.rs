@@ -64,12 +64,18 @@ pub struct Outcome {
     pub run_as: String,
     /// The final body is the one the run was given.
     pub body_unchanged: bool,
+    /// Values that commands shown once returned (token.create, secret.generate): the caller may
+    /// see them in `body`, but the record of the run never holds them, wherever they were copied.
+    pub secrets: Vec<String>,
 }
 
 impl Outcome {
     /// The body as stored: JSON up to 64 KiB, else its first 64 KiB as text.
     pub fn stored_body(&self) -> (Option<String>, bool) {
-        let json = serde_json::to_string(&self.body).unwrap_or_default();
+        let json = redact(
+            serde_json::to_string(&self.body).unwrap_or_default(),
+            &self.secrets,
+        );
         if json.len() <= MAX_STORED_BODY {
             return (Some(json), false);
         }
@@ -78,6 +84,14 @@ impl Outcome {
             cut -= 1;
         }
         (serde_json::to_string(&json[..cut]).ok(), true)
+    }
+
+    /// The step log as stored, secrets masked.
+    pub fn stored_steps(&self) -> String {
+        redact(
+            serde_json::to_string(&self.steps).unwrap_or_else(|_| "[]".into()),
+            &self.secrets,
+        )
     }
 }
 
@@ -90,6 +104,31 @@ struct State {
     /// The step in progress, for the record if the time limit cuts it off.
     current: Option<(StepLog, Instant)>,
     error: Option<(String, u32)>,
+    /// What secret-showing commands returned (see `Outcome::secrets`).
+    secrets: Vec<String>,
+}
+
+/// Secrets shorter than this are not looked for (a role name, say, is not one).
+const MIN_SECRET: usize = 8;
+
+/// The string values in a secret-showing command's output.
+fn collect_secrets(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.len() >= MIN_SECRET => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|v| collect_secrets(v, out)),
+        Value::Object(m) => m.values().for_each(|v| collect_secrets(v, out)),
+        _ => {}
+    }
+}
+
+/// `text` with every occurrence of a secret masked.
+fn redact(mut text: String, secrets: &[String]) -> String {
+    for s in secrets {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), hookd_shared::verify::MASK);
+        }
+    }
+    text
 }
 
 enum Flow {
@@ -119,6 +158,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
         steps: Vec::new(),
         current: None,
         error: None,
+        secrets: Vec::new(),
     };
     let limit = app.config.pipeline.timeout;
     if tokio::time::timeout(limit, steps(app, &r, &mut st))
@@ -158,6 +198,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
         error,
         error_step,
         run_as: st.identity.name(),
+        secrets: st.secrets,
     }
 }
 
@@ -250,6 +291,8 @@ async fn step_once(
                 Some(v) => v.to_string(),
                 None => st.body.to_string(),
             };
+            // The daemon's log is a record too.
+            let text = redact(text, &st.secrets);
             match params
                 .get("level")
                 .and_then(Value::as_str)
@@ -353,7 +396,12 @@ async fn step_once(
                 .await
                 .map_err(|e| e.to_string())?;
             match out {
-                Output::Json(v) => Flow::Next(Some(v)),
+                Output::Json(v) => {
+                    if crate::commands::SECRET_OUTPUTS.contains(&name) {
+                        collect_secrets(&v, &mut st.secrets);
+                    }
+                    Flow::Next(Some(v))
+                }
                 Output::None => Flow::Next(None),
                 Output::Raw(_) => {
                     return Err(format!(
@@ -512,6 +560,7 @@ mod tests {
             steps: Vec::new(),
             current: None,
             error: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -545,9 +594,49 @@ mod tests {
             error_step: None,
             run_as: "anonymous".into(),
             body_unchanged: false,
+            secrets: vec![],
         };
         let (body, truncated) = o.stored_body();
         assert!(truncated);
         assert!(body.is_some_and(|b| b.len() <= MAX_STORED_BODY + 16));
+    }
+
+    /// A secret a command showed once is masked in the stored body and steps, wherever the run
+    /// copied it, and only there: the outcome's body (the caller's answer) keeps it.
+    #[test]
+    fn shown_once_secrets_are_masked_in_the_record() {
+        let mut secrets = Vec::new();
+        collect_secrets(
+            &json!({"token": "hkd_s3cr3tvalue", "info": {"role": "admin"}}),
+            &mut secrets,
+        );
+        assert_eq!(secrets, vec!["hkd_s3cr3tvalue".to_string()]);
+        let o = Outcome {
+            status: "succeeded",
+            body: json!({"copied": "Bearer hkd_s3cr3tvalue", "role": "admin"}),
+            steps: vec![StepLog {
+                index: 0,
+                command: "log".into(),
+                line: 3,
+                id: None,
+                status: "ok".into(),
+                duration_ms: 0,
+                log: vec!["made hkd_s3cr3tvalue".into()],
+                error: None,
+            }],
+            error: None,
+            error_step: None,
+            run_as: "ops".into(),
+            body_unchanged: false,
+            secrets,
+        };
+        let (body, _) = o.stored_body();
+        let body = body.expect("stored");
+        assert!(
+            !body.contains("hkd_s3cr3tvalue") && body.contains("admin"),
+            "{body}"
+        );
+        assert!(!o.stored_steps().contains("hkd_s3cr3tvalue"));
+        assert_eq!(o.body["copied"], "Bearer hkd_s3cr3tvalue");
     }
 }

@@ -10,7 +10,7 @@ use hookd_shared::{EventType, Role};
 use uuid::Uuid;
 
 use super::{
-    AttemptRecord, Capture, CapturedBody, Captured, Finish, NewDelivery, NewExecution, Next,
+    AttemptRecord, Capture, Captured, CapturedBody, Finish, NewDelivery, NewExecution, Next,
     PipelineRow, Store, TokenRow, WebhookPut, messages, pipelines,
 };
 use crate::events::{Bus, BusEvent};
@@ -72,7 +72,11 @@ pub async fn messages_list_newest_first_and_page_without_gaps(b: &impl Backend) 
     let mut ids = Vec::new();
     for i in 0..7 {
         let c = store
-            .capture(capture(&uuid, format!("body {i}").as_bytes(), 1_700_000_000_000 + i))
+            .capture(capture(
+                &uuid,
+                format!("body {i}").as_bytes(),
+                1_700_000_000_000 + i,
+            ))
             .await
             .expect("capture");
         ids.push(stored_id(c));
@@ -130,7 +134,10 @@ pub async fn bodies_read_back_exactly(b: &impl Backend) {
         assert_eq!(
             rec.headers,
             vec![
-                ("content-type".to_string(), "application/octet-stream".to_string()),
+                (
+                    "content-type".to_string(),
+                    "application/octet-stream".to_string()
+                ),
                 ("x-a".to_string(), "1".to_string())
             ]
         );
@@ -347,8 +354,18 @@ pub async fn deliveries_are_due_until_an_attempt_settles_them(b: &impl Backend) 
         .await
         .expect("attempt");
     assert_eq!((after.status.as_str(), after.attempts), ("succeeded", 1));
-    assert!(store.due_deliveries(now + 10_000, 10).await.expect("due").is_empty());
-    let detail = store.delivery(d.seq).await.expect("read").expect("delivery");
+    assert!(
+        store
+            .due_deliveries(now + 10_000, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let detail = store
+        .delivery(d.seq)
+        .await
+        .expect("read")
+        .expect("delivery");
     assert_eq!(detail.attempts_log.len(), 1);
     assert_eq!(store.pending_deliveries().await.expect("pending"), 0);
     store.shutdown().await;
