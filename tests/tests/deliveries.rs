@@ -411,3 +411,50 @@ async fn a_listener_pipeline_sends_a_webhook_as_anonymous() {
     let list = d.ok("delivery.list", json!({})).await;
     assert_eq!(list[0]["source"], "pipeline");
 }
+
+/// Issue 29: custom `webhook.send` headers are credentials more often than not; a viewer sees
+/// their names, not their values, while the receiver gets them and an admin sees them.
+#[tokio::test]
+async fn custom_headers_are_masked_for_viewers() {
+    let d = allowed().await;
+    let mut sink = HttpSink::start().await;
+    let mut ev = d.events("types=delivery.*").await;
+    let id = d
+        .ok(
+            "webhook.send",
+            json!({"url": sink.url, "message": "x", "headers": {"Authorization": "Bearer s3cr3t-out", "X-Api-Key": "s3cr3t-key"}}),
+        )
+        .await["deliveryId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        final_event(&mut ev, &id).await["type"],
+        "delivery.succeeded"
+    );
+    let got = sink.next().await;
+    assert_eq!(
+        got.header("x-api-key"),
+        Some("s3cr3t-key"),
+        "the receiver gets them"
+    );
+    let viewer = d
+        .ok("token.create", json!({"role": "viewer", "name": "v"}))
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (status, seen) = d.call_as(&viewer, "delivery.get", json!({"id": id})).await;
+    assert_eq!(status, 200);
+    let text = seen.to_string();
+    assert!(
+        !text.contains("s3cr3t"),
+        "a viewer sees a credential: {text}"
+    );
+    assert!(
+        text.contains("X-Api-Key") || text.contains("x-api-key"),
+        "{text}"
+    );
+    let admin = d.ok("delivery.get", json!({"id": id})).await.to_string();
+    assert!(admin.contains("s3cr3t-key"), "{admin}");
+}

@@ -558,3 +558,71 @@ async fn slow_loris_and_trickling_bodies_are_cut_off_while_others_are_served() {
         Some(20)
     );
 }
+
+/// Issue 29: what a sender authenticated with is masked in what `message.get` and a run's
+/// rebuilt event show (the token scheme's query parameter and header, Authorization, Cookie,
+/// Proxy-Authorization); an admin gets the capture as it came with `raw=true`, a viewer cannot.
+#[tokio::test]
+async fn captured_credentials_are_masked_unless_an_admin_asks_for_the_raw_capture() {
+    let d = Daemon::start().await;
+    let url = webhook_with(
+        &d,
+        "webhook.masked",
+        json!({"verify": {"scheme": "token", "secret": "s3cr3t-query", "query": "key"}}),
+    )
+    .await;
+    let (status, v) = d
+        .call(
+            "pipeline.put",
+            json!({"name": "seen", "pipeline": "pipeline:\n  - event.listen:\n      eventKey: webhook.masked\n  - log\n"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut ev = d.events("types=execution.finished").await;
+    let headers = [
+        ("Authorization", "Bearer s3cr3t-bearer".to_string()),
+        ("Cookie", "session=s3cr3t-cookie".to_string()),
+        ("X-Plain", "visible".to_string()),
+    ];
+    let (status, r) = post(
+        &d,
+        &format!("{url}&key=s3cr3t-query&tag=a b"),
+        &headers,
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let id = r["messageId"].as_str().expect("id").to_string();
+    let viewer = d
+        .ok("token.create", json!({"role": "viewer", "name": "v"}))
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+
+    let (status, m) = d.call_as(&viewer, "message.get", json!({"id": id})).await;
+    assert_eq!(status, 200);
+    let text = m.to_string();
+    assert!(
+        !text.contains("s3cr3t"),
+        "a viewer sees a credential: {text}"
+    );
+    assert!(text.contains("visible") && text.contains("tag"), "{text}");
+    let (status, _) = d
+        .call_as(&viewer, "message.get", json!({"id": id, "raw": true}))
+        .await;
+    assert_eq!(status, 403);
+    let raw = d.ok("message.get", json!({"id": id, "raw": true})).await;
+    let raw = raw.to_string();
+    for secret in ["s3cr3t-query", "s3cr3t-bearer", "s3cr3t-cookie"] {
+        assert!(raw.contains(secret), "raw=true keeps {secret}");
+    }
+
+    let run = ev.next().await;
+    let (status, e) = d
+        .call_as(&viewer, "execution.get", json!({"id": run["data"]["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(e["body"]["payload"]["headers"]["x-plain"], "visible", "{e}");
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+}

@@ -490,7 +490,40 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 "no delivery with id {id}; delivery.list shows them"
             ))
         })?;
+    let mut d = d;
+    if call.caller.as_ref().is_none_or(|c| c.role != Role::Admin) {
+        mask_for_viewers(&mut d);
+    }
     json(&d)
+}
+
+/// Request headers a viewer sees the values of: what describes the request, not who sent it.
+const SHOWN_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "accept",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// A delivery as a viewer sees it: the values of custom request headers (`Authorization`,
+/// `X-Api-Key`, ...) and of cookies the receiver set are masked; admins see them all.
+fn mask_for_viewers(d: &mut hookd_shared::Delivery) {
+    let mask = hookd_shared::verify::MASK;
+    for (name, value) in &mut d.headers {
+        if !SHOWN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            *value = mask.into();
+        }
+    }
+    for a in &mut d.attempts_log {
+        for (name, value) in &mut a.response_headers {
+            if name.eq_ignore_ascii_case("set-cookie") {
+                *value = mask.into();
+            }
+        }
+    }
 }
 
 async fn retry(app: Arc<App>, call: Call) -> Result<Output, Error> {

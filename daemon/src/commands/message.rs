@@ -8,8 +8,10 @@ use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
 use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
+use crate::pipeline::event::CREDENTIAL_HEADERS;
 use crate::store::messages::{self, ListFilter, MessageRecord};
 use crate::store::{BodySource, Store};
+use hookd_shared::verify::{MASK, Scheme, VerifyConfig};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
@@ -59,12 +61,20 @@ pub(super) fn commands() -> Vec<Command> {
             name: "message.get",
             description: "The full capture of one message: headers, query, body, form fields, files",
             role: Some(Role::Viewer),
-            params: &[Param {
-                name: "id",
-                kind: Kind::String,
-                required: true,
-                description: "the message id",
-            }],
+            params: &[
+                Param {
+                    name: "id",
+                    kind: Kind::String,
+                    required: true,
+                    description: "the message id",
+                },
+                Param {
+                    name: "raw",
+                    kind: Kind::Boolean,
+                    required: false,
+                    description: "admins: credentials as captured (viewers see them masked)",
+                },
+            ],
             handler: |app, call| Box::pin(get(app, call)),
         },
         Command {
@@ -149,7 +159,23 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .message_preview(parse_uuid("id", id)?, BODY_PREVIEW)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))?;
-    json(&to_message(rec, preview))
+    let admin = call.caller.as_ref().is_some_and(|c| c.role == Role::Admin);
+    let raw = call.params.bool("raw").unwrap_or(false);
+    if raw && !admin {
+        return Err(Error::Forbidden(
+            "raw=true (credentials as captured) is for admin tokens; viewers see them masked"
+                .into(),
+        ));
+    }
+    let mut m = to_message(rec, preview);
+    if !raw {
+        let verify = app
+            .store
+            .webhook(&m.summary.uuid)
+            .and_then(|w| w.verify.clone());
+        mask_credentials(&mut m, verify.as_ref());
+    }
+    json(&m)
 }
 
 /// The API view of a message, given the first bytes of its body.
@@ -202,6 +228,61 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
         form,
         files,
         summary: rec.summary,
+    }
+}
+
+/// Masks what a sender authenticated with: the credential headers, and the header or query
+/// parameter of the webhook's own `token` verification. The stored capture is untouched
+/// (`raw=true`, `message.body`, replay and forwarding keep the original bytes).
+fn mask_credentials(m: &mut Message, verify: Option<&VerifyConfig>) {
+    let token = verify.filter(|v| v.scheme == Scheme::Token);
+    let header = token.and_then(|v| v.header.as_deref());
+    let param = token.and_then(|v| v.query.as_deref());
+    for (name, value) in &mut m.headers {
+        if CREDENTIAL_HEADERS
+            .iter()
+            .chain(header.as_slice())
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            *value = MASK.into();
+        }
+    }
+    let Some(param) = param else { return };
+    if !m.query.iter().any(|(k, _)| k == param) {
+        return;
+    }
+    for (k, v) in &mut m.query {
+        if k == param {
+            *v = MASK.into();
+        }
+    }
+    m.query_string = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(m.query.iter())
+        .finish();
+}
+
+/// [`mask_credentials`] for a message event as listeners get it (`payload.headers`, an object
+/// of names to values, and `payload.query`), where `execution.get` shows one.
+pub(super) fn mask_event_credentials(event: &mut serde_json::Value, verify: Option<&VerifyConfig>) {
+    let token = verify.filter(|v| v.scheme == Scheme::Token);
+    let header = token.and_then(|v| v.header.as_deref());
+    let payload = &mut event["payload"];
+    if let Some(h) = payload["headers"].as_object_mut() {
+        for (name, value) in h.iter_mut() {
+            if CREDENTIAL_HEADERS
+                .iter()
+                .chain(header.as_slice())
+                .any(|c| name.eq_ignore_ascii_case(c))
+            {
+                *value = MASK.into();
+            }
+        }
+    }
+    if let Some(param) = token.and_then(|v| v.query.as_deref())
+        && let Some(q) = payload["query"].as_object_mut()
+        && let Some(v) = q.get_mut(param)
+    {
+        *v = MASK.into();
     }
 }
 

@@ -368,7 +368,14 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
             crate::pipeline::dispatch::message_event(&app, seq, &row.trace_id, Some(payload_type))
                 .await;
         match rebuilt {
-            Ok((event, _)) => detail.body = Some(event),
+            Ok((mut event, _)) => {
+                let verify = event["webhookUuid"]
+                    .as_str()
+                    .and_then(|u| app.store.webhook(u))
+                    .and_then(|w| w.verify.clone());
+                super::message::mask_event_credentials(&mut event, verify.as_ref());
+                detail.body = Some(event);
+            }
             Err(e) => tracing::warn!("the final body of execution {id} cannot be rebuilt: {e}"),
         }
     }

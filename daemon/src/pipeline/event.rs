@@ -9,7 +9,42 @@ use base64::Engine;
 use hookd_shared::PayloadType;
 use serde_json::{Map, Value, json};
 
+use hookd_shared::verify::{Scheme, VerifyConfig};
+
 use crate::store::messages::MessageRecord;
+
+/// Headers that carry credentials whatever the webhook verifies.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// The credentials a message event's request carried: the values of the credential headers,
+/// and of the header or query parameter of the webhook's own `token` verification (`verify`).
+/// A run masks them wherever it records them; the event itself keeps them for the pipeline.
+pub fn credentials(event: &Value, verify: Option<&VerifyConfig>) -> Vec<String> {
+    let token = verify.filter(|v| v.scheme == Scheme::Token);
+    let header = token.and_then(|v| v.header.as_deref());
+    let mut out = Vec::new();
+    let payload = &event["payload"];
+    if let Some(h) = payload["headers"].as_object() {
+        for (name, value) in h {
+            if CREDENTIAL_HEADERS
+                .iter()
+                .chain(header.as_slice())
+                .any(|c| name.eq_ignore_ascii_case(c))
+                && let Some(v) = value.as_str()
+            {
+                out.push(v.to_string());
+            }
+        }
+    }
+    if let Some(param) = token.and_then(|v| v.query.as_deref()) {
+        match &payload["query"][param] {
+            Value::String(v) => out.push(v.clone()),
+            Value::Array(vs) => out.extend(vs.iter().filter_map(|v| v.as_str().map(String::from))),
+            _ => {}
+        }
+    }
+    out
+}
 
 /// The event body for a captured message. `body` is the message's full body.
 pub fn for_message(

@@ -121,11 +121,16 @@ fn collect_secrets(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// `text` with every occurrence of a secret masked.
+/// `text` with every occurrence of a secret masked, as it is and as it is inside a JSON string
+/// (where a quote or backslash in it is escaped).
 fn redact(mut text: String, secrets: &[String]) -> String {
     for s in secrets {
-        if text.contains(s.as_str()) {
-            text = text.replace(s.as_str(), hookd_shared::verify::MASK);
+        let escaped = serde_json::to_string(s).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        for form in [s.as_str(), escaped] {
+            if !form.is_empty() && text.contains(form) {
+                text = text.replace(form, hookd_shared::verify::MASK);
+            }
         }
     }
     text
@@ -160,6 +165,18 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
         error: None,
         secrets: Vec::new(),
     };
+    // A message event's credentials are the run's to use, never to record.
+    let verify = st.body["webhookUuid"]
+        .as_str()
+        .and_then(|u| app.store.webhook(u))
+        .and_then(|w| w.verify.clone());
+    // Shorter ones are masked where they stand (the event's fields), not as text anywhere:
+    // masking every "ab" in a record would garble it.
+    st.secrets.extend(
+        super::event::credentials(&st.body, verify.as_ref())
+            .into_iter()
+            .filter(|c| c.len() >= MIN_SECRET),
+    );
     let limit = app.config.pipeline.timeout;
     if tokio::time::timeout(limit, steps(app, &r, &mut st))
         .await
