@@ -89,7 +89,6 @@ impl App {
             .unwrap_or_else(|| default_public_url(bound));
         let store_cfg = StoreConfig {
             url: config.storage.clone(),
-            data_dir: config.data_dir.clone(),
             synchronous: config.synchronous,
             public_url,
             bus: bus.clone(),

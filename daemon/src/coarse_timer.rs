@@ -89,7 +89,7 @@ async fn sweeper(shared: Weak<Shared>, work: Arc<Notify>) {
 impl Shared {
     fn arm(&self, entry: Weak<Entry>) {
         let was_empty = {
-            let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut armed = crate::locks::lock(&self.armed);
             armed.push(entry);
             armed.len() == 1
         };
@@ -102,7 +102,7 @@ impl Shared {
     fn sweep(&self, now: Instant) -> usize {
         let mut due = Vec::new();
         let left = {
-            let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut armed = crate::locks::lock(&self.armed);
             armed.retain(|w| match w.upgrade() {
                 None => false,
                 Some(e) if e.deadline <= now => {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hookd_shared::{Event, EventType, ExecutionSummary, MessageSummary};
+use hookd_shared::{EventType, ExecutionSummary, MessageSummary};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -47,18 +47,6 @@ impl EventData {
             EventData::Message(m) => Some(&m.event_key),
             EventData::Execution(e) => e.event_key.as_deref(),
             EventData::Json(v) => v.get("eventKey").and_then(Value::as_str),
-        }
-    }
-}
-
-impl BusEvent {
-    /// The wire form, `{"seq", "type", "at", "data"}`.
-    pub fn to_wire(&self) -> Event {
-        Event {
-            seq: self.seq,
-            kind: self.kind,
-            at: crate::clock::rfc3339(self.at),
-            data: self.data.to_json(),
         }
     }
 }

@@ -1,23 +1,25 @@
 //! hookd: a self-hosted webhook hub. The binary (`main.rs`) is a thin edge over this library:
-//! `server::serve` runs the daemon, `cli::run` is `hookd command`.
+//! `serve` runs the daemon (`run` an opened `App`), `cli::run` is `hookd command`. Only what
+//! the binary uses is public, so the compiler finds dead code.
 
 pub mod app;
-pub mod auth;
+mod auth;
 pub mod cli;
-pub mod clock;
+mod clock;
 mod coarse_timer;
-pub mod commands;
+mod commands;
 pub mod config;
-pub mod deliver;
-pub mod error;
-pub mod events;
-pub mod http;
-pub mod metrics;
-pub mod pipeline;
-pub mod receive;
-pub mod retention;
-pub mod server;
-pub mod store;
-pub mod stream;
+mod deliver;
+mod error;
+mod events;
+mod http;
+mod locks;
+mod metrics;
+mod pipeline;
+mod receive;
+mod retention;
+mod server;
+mod store;
+mod stream;
 
 pub use server::{run, serve};

@@ -109,11 +109,7 @@ impl Metrics {
 
     /// Counts a stored capture of webhook `uuid` (firing `event_key`).
     pub fn message(&self, uuid: &str, event_key: &str) {
-        if let Some((key, c)) = self
-            .messages
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(uuid)
+        if let Some((key, c)) = crate::locks::read(&self.messages).get(uuid)
             && key == event_key
         {
             c.increment(1);
@@ -125,10 +121,7 @@ impl Metrics {
             "event_key" => event_key.to_string(),
         );
         c.increment(1);
-        self.messages
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uuid.to_string(), (event_key.to_string(), c));
+        crate::locks::write(&self.messages).insert(uuid.to_string(), (event_key.to_string(), c));
     }
 
     /// The text exposition format.

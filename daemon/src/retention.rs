@@ -106,7 +106,7 @@ impl Override {
     }
 
     /// As stored: the canonical JSON, with ages in seconds and sizes in bytes.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         let mut m = Map::new();
         let mut put = |k: &str, f: Field<u64>| match f {
             Field::Inherit => {}

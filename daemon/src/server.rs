@@ -43,11 +43,7 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), OpenError> {
-    let metrics_listener = app
-        .metrics_listener
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let metrics_listener = crate::locks::lock(&app.metrics_listener).take();
     if let Some(l) = metrics_listener {
         match TcpListener::from_std(l) {
             Ok(l) => drop(tokio::spawn(serve_metrics(l, app.clone()))),
@@ -354,5 +350,39 @@ mod tests {
             "the first equal from the start on"
         );
         assert_eq!(least_open(&[7], 0), 0);
+    }
+
+    /// The embedding entry point: bind 127.0.0.1:0, serve, answer, stop when told, and leave the
+    /// store closed (a second `serve` on the same data dir may start at once).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_answers_on_an_ephemeral_port_and_stops_when_told() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..2 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut config = crate::config::Config::with_data_dir(dir.path());
+            config.threads = 1;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(super::serve(listener, config, async {
+                let _ = stopped.await;
+            }));
+            let mut answer = String::new();
+            for _ in 0..200 {
+                if let Ok(mut c) = tokio::net::TcpStream::connect(addr).await {
+                    c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .await
+                        .expect("write");
+                    c.read_to_string(&mut answer).await.expect("read");
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let _ = stop.send(());
+            server.await.expect("task").expect("served");
+        }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::locks::lock;
 use crate::store::deliveries::{AttemptRecord, DeliveryRow, Next};
 use guard::{GuardedResolver, Policy};
 
@@ -136,7 +137,7 @@ impl Deliverer {
     }
 
     fn host_permits(&self, host: &str) -> Arc<Semaphore> {
-        let mut map = self.per_host.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.per_host);
         map.entry(host.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_host)))
             .clone()
@@ -147,7 +148,7 @@ impl Deliverer {
 pub async fn run(app: Arc<App>) {
     let d = &app.deliverer;
     loop {
-        let held = d.hold.lock().ok().and_then(|h| h.remaining(Instant::now()));
+        let held = lock(&d.hold).remaining(Instant::now());
         if let Some(pause) = held {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -155,14 +156,15 @@ pub async fn run(app: Arc<App>) {
             }
             continue;
         }
-        let ended = d.ended.lock().map(|mut e| std::mem::take(&mut *e));
-        if let (Ok(ended), Ok(mut in_flight)) = (ended, d.in_flight.lock()) {
+        let ended = std::mem::take(&mut *lock(&d.ended));
+        {
+            let mut in_flight = lock(&d.in_flight);
             for seq in ended {
                 in_flight.remove(&seq);
             }
         }
         let now = crate::clock::now_ms();
-        let room = MAX_IN_FLIGHT.saturating_sub(d.in_flight.lock().map_or(0, |s| s.len()));
+        let room = MAX_IN_FLIGHT.saturating_sub(lock(&d.in_flight).len());
         let due = if room == 0 {
             Vec::new()
         } else {
@@ -176,11 +178,7 @@ pub async fn run(app: Arc<App>) {
         };
         let mut started_all_due = true;
         for row in due {
-            let fresh = d
-                .in_flight
-                .lock()
-                .map(|mut s| s.insert(row.seq))
-                .unwrap_or(false);
+            let fresh = lock(&d.in_flight).insert(row.seq);
             if !fresh {
                 // Already in flight: its end will wake us.
                 started_all_due = false;
@@ -219,7 +217,8 @@ async fn attempt(app: Arc<App>, row: DeliveryRow) {
     metrics::histogram!(crate::metrics::DELIVERY_ATTEMPT_SECONDS)
         .record(record.duration_ms.max(0) as f64 / 1000.0);
     let recorded = app.store.record_attempt(record).await;
-    if let Ok(mut hold) = app.deliverer.hold.lock() {
+    {
+        let mut hold = lock(&app.deliverer.hold);
         match &recorded {
             Ok(_) => hold.recorded(),
             Err(e) => {
@@ -232,9 +231,7 @@ async fn attempt(app: Arc<App>, row: DeliveryRow) {
             }
         }
     }
-    if let Ok(mut e) = app.deliverer.ended.lock() {
-        e.push(seq);
-    }
+    lock(&app.deliverer.ended).push(seq);
     app.deliverer.wake();
 }
 
@@ -426,33 +423,15 @@ fn jitter(ms: i64) -> i64 {
     ms + ms * r / 327_680
 }
 
-/// `Retry-After: 120` or an HTTP date, as milliseconds from now.
+/// `Retry-After: 120` or an HTTP date (any of RFC 9110's three forms), as milliseconds from now.
 fn parse_retry_after(v: &str) -> Option<i64> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<i64>() {
         return Some(secs.max(0) * 1000);
     }
-    let when = humantime::parse_rfc3339_weak(v)
-        .ok()
-        .or_else(|| httpdate(v))?;
+    let when = httpdate::parse_http_date(v).ok()?;
     let ms = when.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
     Some((ms - crate::clock::now_ms()).max(0))
-}
-
-/// `Wed, 21 Oct 2015 07:28:00 GMT`.
-fn httpdate(v: &str) -> Option<std::time::SystemTime> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == mon)?
-        + 1;
-    let text = format!("{year}-{month:02}-{:02}T{time}Z", day.parse::<u32>().ok()?);
-    humantime::parse_rfc3339(&text).ok()
 }
 
 #[cfg(test)]
@@ -546,6 +525,21 @@ mod tests {
             Some(0),
             "past dates mean now"
         );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(0),
+            "RFC 850's obsolete form"
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:37 1994"),
+            Some(0),
+            "asctime"
+        );
+        let later = httpdate::fmt_http_date(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(120),
+        );
+        let ms = parse_retry_after(&later).expect("a future date");
+        assert!((118_000..=120_000).contains(&ms), "{later}: {ms}");
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -7,19 +7,6 @@ use hookd_shared::Role;
 use crate::commands::{Command, Kind, Param};
 use crate::error::Error;
 
-/// Names of the commands `run.rs` implements itself.
-pub const NAMES: [&str; 9] = [
-    "event.listen",
-    "log",
-    "set",
-    "var.set",
-    "body.set",
-    "exit",
-    "event.send",
-    "iam.run.as",
-    "exec",
-];
-
 fn only_in_pipelines(
     _: std::sync::Arc<crate::app::App>,
     _: crate::commands::Call,

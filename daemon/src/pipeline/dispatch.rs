@@ -82,27 +82,17 @@ impl Runtime {
 
     /// The compiled pipeline called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Stored>> {
-        self.pipelines
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        crate::locks::read(&self.pipelines).get(name).cloned()
     }
 
     /// Registers a stored pipeline (a listener takes effect at once).
     pub fn put(&self, stored: Stored) {
-        self.pipelines
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(stored.row.name.clone(), Arc::new(stored));
+        crate::locks::write(&self.pipelines).insert(stored.row.name.clone(), Arc::new(stored));
     }
 
     /// Forgets a deleted pipeline.
     pub fn remove(&self, name: &str) {
-        self.pipelines
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        crate::locks::write(&self.pipelines).remove(name);
     }
 
     /// The listeners a message with `event_key` runs, with the trace id their runs share; `None`
@@ -117,7 +107,7 @@ impl Runtime {
 
     /// Names of the listeners whose pattern matches `event_key`.
     pub fn listeners_of(&self, event_key: &str) -> Vec<String> {
-        let map = self.pipelines.read().unwrap_or_else(|p| p.into_inner());
+        let map = crate::locks::read(&self.pipelines);
         let mut names: Vec<String> = map
             .values()
             .filter(|s| {

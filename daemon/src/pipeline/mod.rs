@@ -9,4 +9,4 @@ mod process;
 pub mod run;
 
 pub use dispatch::Runtime;
-pub use parse::{Pipeline, PipelineError, parse};
+pub use parse::{Pipeline, parse};

@@ -38,7 +38,7 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
             return Ok(());
         }
         let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locks::lock(&self.map);
         if !map.contains_key(key) && map.len() >= self.max_keys {
             evict(&mut map, now, per_second, burst, self.max_keys);
         }
@@ -58,10 +58,7 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
 
     /// Forgets a key (e.g. a deleted webhook).
     pub fn forget(&self, key: &K) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        crate::locks::lock(&self.map).remove(key);
     }
 }
 

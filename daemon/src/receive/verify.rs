@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 
 pub use hookd_shared::verify::{
-    Algorithm, DEFAULT_TOLERANCE, Encoding, MASK, Scheme, VerifyConfig, standard_key,
+    Algorithm, DEFAULT_TOLERANCE, Encoding, Scheme, VerifyConfig, standard_key,
 };
 
 /// Starts verifying a request from its head: feed the body, then `finish`.

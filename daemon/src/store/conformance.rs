@@ -9,9 +9,10 @@ use bytes::Bytes;
 use hookd_shared::{EventType, Role};
 use uuid::Uuid;
 
+use super::deliveries::Next;
 use super::{
-    AttemptRecord, Capture, Captured, CapturedBody, Finish, NewDelivery, NewExecution, Next,
-    PipelineRow, Store, TokenRow, WebhookPut, messages, pipelines,
+    AttemptRecord, Capture, Captured, CapturedBody, Finish, NewDelivery, NewExecution, PipelineRow,
+    Store, TokenRow, WebhookPut, messages, pipelines,
 };
 use crate::events::{Bus, BusEvent};
 
@@ -442,7 +443,6 @@ mod sqlite {
         fn open(&self, bus: Bus) -> Store {
             crate::store::open(StoreConfig {
                 url: StorageUrl::Sqlite(self.0.path().to_path_buf()),
-                data_dir: self.0.path().to_path_buf(),
                 synchronous: Synchronous::Normal,
                 public_url: "http://h".into(),
                 bus,

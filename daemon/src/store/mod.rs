@@ -16,7 +16,7 @@ pub mod model;
 pub mod spool;
 pub mod sqlite;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,14 +31,14 @@ use crate::events::{Bus, BusEvent};
 use crate::retention::RetentionConfig;
 pub use error::{StoreError, retry_pause};
 pub use model::backup::Manifest;
-pub use model::deliveries::{self, AttemptRecord, DeliveryRow, NewDelivery, Next};
+pub use model::deliveries::{self, AttemptRecord, DeliveryRow, NewDelivery};
 pub use model::messages::{
     self, BodySource, Capture, CapturedBody, MessageRecord, PartRecord, StoredBody,
 };
-pub use model::pipelines::{self, ExecutionRow, Finish, Listeners, NewExecution, PipelineRow};
-pub use model::retention::{self, GRACE_MS, Pruned};
-pub use model::tokens::{self, TokenAuth, TokenRow};
-pub use model::webhooks::{self, RateLimit, WebhookPut, WebhookRow};
+pub use model::pipelines::{self, ExecutionRow, Finish, NewExecution, PipelineRow};
+pub use model::retention::{self, Pruned};
+pub use model::tokens::{TokenAuth, TokenRow};
+pub use model::webhooks::{self, WebhookPut, WebhookRow};
 
 /// A handle to the storage in use; cheap to clone.
 pub type Store = Arc<dyn Storage>;
@@ -68,8 +68,6 @@ pub struct DiskUsage {
 pub struct StoreConfig {
     /// Which backend, and where: `sqlite://<path>` (see [`StorageUrl`]).
     pub url: StorageUrl,
-    /// The daemon's data dir: the SQLite adapter keeps its database and bodies there.
-    pub data_dir: PathBuf,
     pub synchronous: Synchronous,
     /// Base of `webhookUrl` in webhook events.
     pub public_url: String,

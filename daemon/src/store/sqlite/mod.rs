@@ -44,7 +44,9 @@ use crate::store::{
 };
 pub use crate::store::{Captured, StoreConfig, StoreError};
 pub use files::Dirs;
-pub use messages::{Capture, CapturedBody, PartRecord};
+pub use messages::Capture;
+#[cfg(test)]
+use messages::{CapturedBody, PartRecord};
 use op::{Job, Op, Outcome};
 pub use tokens::{TokenAuth, TokenRow};
 pub use webhooks::{WebhookPut, WebhookRow};
@@ -544,11 +546,7 @@ impl Storage for SqliteStore {
     }
 
     fn take_run_queue(&self) -> Option<mpsc::UnboundedReceiver<i64>> {
-        self.inner
-            .run_queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        crate::locks::lock(&self.inner.run_queue).take()
     }
 
     fn enqueue_runs(&self, seqs: Vec<i64>) {
@@ -667,12 +665,7 @@ impl Storage for SqliteStore {
 
     async fn shutdown(&self) {
         let _ = self.write(Op::Shutdown).await;
-        let thread = self
-            .inner
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = crate::locks::lock(&self.inner.writer_thread).take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -710,11 +703,11 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 }
 
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
+    crate::locks::read(l)
 }
 
 fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
+    crate::locks::write(l)
 }
 
 /// A store in `dir` for tests, publishing on `bus`.
@@ -722,7 +715,6 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn open_for_test(dir: &std::path::Path, bus: Bus) -> SqliteStore {
     SqliteStore::open(StoreConfig {
         url: crate::store::StorageUrl::Sqlite(dir.to_path_buf()),
-        data_dir: dir.to_path_buf(),
         synchronous: Synchronous::Normal,
         public_url: "http://h".into(),
         bus,

@@ -329,7 +329,6 @@ mod tests {
     fn open(dir: &std::path::Path, retention: RetentionConfig) -> Store {
         Store::open(StoreConfig {
             url: crate::config::StorageUrl::Sqlite(dir.to_path_buf()),
-            data_dir: dir.to_path_buf(),
             synchronous: crate::config::Synchronous::Normal,
             public_url: "http://h".into(),
             bus: Bus::default(),
