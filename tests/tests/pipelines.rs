@@ -670,3 +670,58 @@ async fn a_token_a_run_creates_is_never_recorded() {
     let (status, _) = d.call_as(masked, "token.list", json!({})).await;
     assert_eq!(status, 401, "what the record shows is not a token");
 }
+
+/// Waits (bounded) until process `pid` is gone; false if it is still there after 10 s.
+async fn gone(pid: &str) -> bool {
+    for _ in 0..1000 {
+        // A zombie has given up everything but its entry; it counts as gone.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.is_empty() || state.contains(") Z") {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The pid a program wrote to `file`, once it has.
+async fn pid_in(file: &std::path::Path) -> String {
+    for _ in 0..1000 {
+        if let Ok(pid) = std::fs::read_to_string(file)
+            && pid.ends_with('\n')
+        {
+            return pid.trim().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} was never written", file.display());
+}
+
+/// Issue 29: an `exec` program dies with hookd (`kill -9` included) instead of running on,
+/// reparented to init, while its run is marked interrupted; and what it started itself is
+/// killed with it when its timeout cuts it off.
+#[tokio::test]
+async fn exec_programs_die_with_hookd_and_their_children_with_them() {
+    let mut d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.long").await;
+    let pids = d.tmp().join("pids");
+    std::fs::create_dir_all(&pids).expect("dir");
+    let grandchild = pids.join("grandchild");
+    let program = pids.join("program");
+    put_pipeline(&d, "orphan", &format!("pipeline:\n  - event.listen:\n      eventKey: webhook.long\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sh\n      args: ['-c', 'sleep 60 & echo $! > {}; wait']\n      timeout: 1\n      onError: continue\n  - exec:\n      command: sh\n      args: ['-c', 'echo $$ > {}; exec sleep 60']\n", grandchild.display(), program.display())).await;
+    let mut ev = d.events("types=execution.*").await;
+    post_json(&d, &url, json!({})).await;
+    ev.until(|f| f["type"] == "execution.started").await;
+    let background = pid_in(&grandchild).await;
+    // The first step's timeout kills its shell and the sleep the shell left in the background.
+    let running = pid_in(&program).await;
+    assert!(
+        gone(&background).await,
+        "a program's child outlived its timeout"
+    );
+    d.kill9().await;
+    assert!(
+        gone(&running).await,
+        "an exec program outlived kill -9 of hookd"
+    );
+}

@@ -64,7 +64,10 @@ pub async fn exec(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group, so what it starts is killed with it.
+        .process_group(0);
+    die_with_hookd(&mut cmd);
     for k in ["HOME", "LANG", "TZ"] {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
@@ -86,6 +89,8 @@ pub async fn exec(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    // Killed as a group when the run ends, however it ends (timeout, time limit, shutdown).
+    let _group = child.id().map(Group);
     let (mut i, o, e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let feed = async move {
         if let Some(i) = i.as_mut() {
@@ -158,6 +163,46 @@ async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
     }
     String::from_utf8_lossy(&kept).into_owned()
 }
+
+/// A program's process group, killed when dropped: a program's own children go with it.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
+            // SAFETY: killpg only sends a signal; a group that is gone answers ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Makes the program get SIGKILL when hookd dies, `kill -9` included: without it a program
+/// outlives the daemon (reparented to init) while its run is marked interrupted.
+#[cfg(target_os = "linux")]
+fn die_with_hookd(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec and calls only the
+    // async-signal-safe prctl, getppid and _exit.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            // The death signal follows the forking thread; hookd's runtime threads live as long
+            // as the daemon does.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // hookd died before the prctl: nobody would send the signal.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_hookd(_cmd: &mut tokio::process::Command) {}
 
 #[cfg(test)]
 mod tests {
