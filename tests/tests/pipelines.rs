@@ -725,3 +725,41 @@ async fn exec_programs_die_with_hookd_and_their_children_with_them() {
         "an exec program outlived kill -9 of hookd"
     );
 }
+
+/// Issue 29: depth bounds a chain, not its breadth. A listener that sends two events for every
+/// one it gets would queue 2 + 4 + … + 256 runs for one message; the trace's budget stops it, and
+/// the run that would pass it fails saying why.
+#[tokio::test]
+async fn a_fan_out_stops_at_the_traces_run_budget() {
+    let d = Daemon::start_with(Options::config("[pipeline]\nmaxRunsPerTrace = 10\n")).await;
+    let (url, _) = d.webhook("webhook.fan").await;
+    put_pipeline(&d, "start", "pipeline:\n  - event.listen:\n      eventKey: webhook.fan\n  - event.send:\n      eventKey: fan.out\n").await;
+    put_pipeline(&d, "twice", "pipeline:\n  - event.listen:\n      eventKey: fan.out\n  - event.send:\n      eventKey: fan.out\n  - event.send:\n      eventKey: fan.out\n").await;
+    let mut ev = d.events("types=execution.finished").await;
+    post_json(&d, &url, json!({})).await;
+    let failed = ev
+        .until(|f| {
+            f["data"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("maxRunsPerTrace"))
+        })
+        .await;
+    let e = failed.last().expect("a refused run")["data"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(e.contains("10 runs"), "{e}");
+    // Every run is finished once the refusals end the chains: count them all.
+    let list = loop {
+        let l = d.ok("execution.list", json!({"limit": 100})).await;
+        let rows = l.as_array().cloned().unwrap_or_default();
+        if rows
+            .iter()
+            .all(|r| r["status"] != "queued" && r["status"] != "running")
+        {
+            break rows;
+        }
+        ev.next().await;
+    };
+    assert!(list.len() <= 11, "one message queued {} runs", list.len());
+}

@@ -119,6 +119,11 @@ pub const KEYS: &[Key] = &[
         "16",
         "programs `exec` runs at once across all runs",
     ),
+    key(
+        "pipeline.maxRunsPerTrace",
+        "1000",
+        "runs one message and the event.send chains it sets off may queue in all",
+    ),
     key("pipeline.timeout", "60s", "every run's time limit"),
     key(
         "pipeline.anonymousCommands",

@@ -107,6 +107,8 @@ pub struct PipelineConfig {
     pub programs: usize,
     /// Every run's time limit.
     pub timeout: Duration,
+    /// Runs one trace (a message and the `event.send` chains it sets off) may queue in all.
+    pub max_runs_per_trace: u32,
     /// What a run may do as `anonymous` (before any iam.run.as).
     pub anonymous_commands: Vec<String>,
     /// The nice value (0–19) of the threads runs execute on, so receiving goes first; 0 also
@@ -254,6 +256,7 @@ impl Config {
                 // 16 (docs/BENCHMARKS.md, target 2). Processes are bounded by `programs`.
                 workers: 48,
                 programs: 16,
+                max_runs_per_trace: 1000,
                 timeout: Duration::from_secs(60),
                 anonymous_commands: DEFAULT_ANONYMOUS.iter().map(|s| s.to_string()).collect(),
                 nice: 10,
@@ -363,6 +366,9 @@ impl Config {
         }
         if let Some(v) = p.programs {
             c.pipeline.programs = v.max(1);
+        }
+        if let Some(v) = p.max_runs_per_trace {
+            c.pipeline.max_runs_per_trace = v.max(1);
         }
         if let Some(v) = p.timeout {
             c.pipeline.timeout = v.0;
@@ -630,6 +636,7 @@ struct SendSection {
 struct PipelineSection {
     workers: Option<usize>,
     programs: Option<usize>,
+    max_runs_per_trace: Option<u32>,
     timeout: Option<Seconds>,
     #[serde(default, deserialize_with = "list")]
     anonymous_commands: Option<Vec<String>>,

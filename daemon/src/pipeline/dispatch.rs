@@ -49,6 +49,39 @@ impl Stored {
 pub struct Runtime {
     pub engine: Engine,
     pipelines: RwLock<HashMap<String, Arc<Stored>>>,
+    /// Runs `event.send` queued per trace (see `fire`); forgotten oldest first past
+    /// `TRACES_KEPT` traces, and at a restart.
+    chained: std::sync::Mutex<TraceBudget>,
+}
+
+/// Traces whose chained runs are counted at once.
+const TRACES_KEPT: usize = 4096;
+
+/// Chained runs per trace, in the order the traces began.
+#[derive(Default)]
+struct TraceBudget {
+    runs: HashMap<String, u32>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl TraceBudget {
+    /// Takes `n` runs of `trace`'s budget of `max`; how many it had left when it cannot.
+    fn take(&mut self, trace: &str, n: u32, max: u32) -> Result<(), u32> {
+        let used = self.runs.get(trace).copied().unwrap_or(0);
+        if used.saturating_add(n) > max {
+            return Err(max.saturating_sub(used));
+        }
+        if used == 0 {
+            self.order.push_back(trace.to_string());
+            if self.order.len() > TRACES_KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.runs.remove(&old);
+            }
+        }
+        self.runs.insert(trace.to_string(), used + n);
+        Ok(())
+    }
 }
 
 impl Runtime {
@@ -77,6 +110,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             pipelines: RwLock::new(map),
+            chained: Default::default(),
         })
     }
 
@@ -264,6 +298,16 @@ pub async fn fire(
         })
         .collect();
     let n = new.len();
+    // A fan-out (two event.send per run, say) grows in breadth, which MAX_DEPTH does not bound.
+    let max = app.config.pipeline.max_runs_per_trace;
+    if n > 0
+        && let Err(left) = crate::locks::lock(&app.pipelines.chained).take(trace_id, n as u32, max)
+    {
+        return Err(format!(
+            "trace {trace_id} has queued its {max} runs ([pipeline] maxRunsPerTrace); {event_key} \
+             would add {n} with {left} left: is a listener fanning events out without end?"
+        ));
+    }
     if n > 0 {
         let queued = app
             .store
@@ -511,4 +555,27 @@ pub async fn message_event(
     });
     let event = super::event::for_message(&rec, &body, payload_type, trace_id);
     Ok((event, payload_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_budget_refuses_what_would_pass_it_and_forgets_old_traces() {
+        let mut b = TraceBudget::default();
+        assert_eq!(b.take("t", 600, 1000), Ok(()));
+        assert_eq!(b.take("t", 400, 1000), Ok(()));
+        assert_eq!(b.take("t", 1, 1000), Err(0));
+        assert_eq!(b.take("u", 2, 1000), Ok(()), "other traces have their own");
+        for i in 0..TRACES_KEPT {
+            b.take(&format!("x{i}"), 1, 1000).expect("new trace");
+        }
+        assert!(b.runs.len() <= TRACES_KEPT);
+        assert_eq!(
+            b.take("t", 1, 1000),
+            Ok(()),
+            "the oldest trace was forgotten"
+        );
+    }
 }
