@@ -259,3 +259,24 @@ async fn healthz_answers_while_hookd_runs() {
         .expect("get");
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// Issue 29: pipeline-only commands authenticate first, like every other: no token and a wrong
+/// one are both 401; a valid token learns the command runs only in pipelines.
+#[tokio::test]
+async fn pipeline_only_commands_authenticate_first() {
+    let d = Daemon::start().await;
+    let url = format!("{}/api/v3/command/log", d.url);
+    let anonymous = d.http().post(&url).send().await.expect("post");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let wrong = d
+        .http()
+        .post(&url)
+        .bearer_auth("hkd_wrong")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let (status, v) = d.call("log", serde_json::json!({})).await;
+    assert_eq!(status, 400);
+    assert!(error_message(&v).contains("pipeline.run"), "{v}");
+}

@@ -18,7 +18,9 @@ fn only_in_pipelines(
     })
 }
 
-/// The declarations.
+/// The declarations. Those a run may use as anonymous still need a token over HTTP (any
+/// role): there the answer is "use pipeline.run", and it comes after authentication, as every
+/// command's does.
 pub fn commands() -> Vec<Command> {
     let c = |name, description, role, params| Command {
         name,
@@ -50,7 +52,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "log",
             "Write a line to the execution's log and the daemon log",
-            None,
+            Some(Role::Viewer),
             &[
                 Param {
                     name: "message",
@@ -69,7 +71,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "set",
             "Set a value at a path (vars.x, body.x, headers.x)",
-            None,
+            Some(Role::Viewer),
             &[
                 Param {
                     name: "key",
@@ -88,7 +90,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "var.set",
             "Set a variable",
-            None,
+            Some(Role::Viewer),
             &[
                 Param {
                     name: "key",
@@ -107,7 +109,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "body.set",
             "Replace the body, or set a value inside it",
-            None,
+            Some(Role::Viewer),
             &[
                 Param {
                     name: "key",
@@ -127,7 +129,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "event.send",
             "Fire an internal event: listeners of its key run (chains are depth-limited)",
-            None,
+            Some(Role::Viewer),
             &[
                 Param {
                     name: "eventKey",
@@ -146,7 +148,7 @@ pub fn commands() -> Vec<Command> {
         c(
             "iam.run.as",
             "Run the rest of the pipeline as this user (honoured when an admin stored the pipeline)",
-            None,
+            Some(Role::Viewer),
             &[Param {
                 name: "username",
                 kind: Kind::String,
