@@ -763,3 +763,26 @@ async fn a_fan_out_stops_at_the_traces_run_budget() {
     };
     assert!(list.len() <= 11, "one message queued {} runs", list.len());
 }
+
+/// Issue 28: PIPEFORCE writes `output` as a PEL naming where the result goes; both of its
+/// forms work as the bare path does, and anything else is refused at pipeline.put.
+#[tokio::test]
+async fn output_accepts_pipeforce_expression_forms() {
+    let d = Daemon::start().await;
+    let r = d
+        .ok(
+            "pipeline.run",
+            json!({"pipeline": "pipeline:\n  - body.set:\n      value: 7\n      output: \"${vars.seven}\"\n  - body.set:\n      value: 8\n      output: \"#{vars.eight}\"\n  - body.set:\n      value: ${vars.seven * 10 + vars.eight}\n"}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["body"], 78);
+    let (status, v) = d
+        .call(
+            "pipeline.put",
+            json!({"name": "bad-output", "pipeline": "pipeline:\n  - body.set:\n      value: 1\n      output: \"${vars.a + 1}\"\n"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&v).contains("just a path"), "{v}");
+}

@@ -166,8 +166,8 @@ pub fn parse(
                     let path = value
                         .as_str()
                         .ok_or_else(|| err("output must be a path such as vars.result".into()))?;
-                    check_path(path).map_err(|m| err(format!("output: {m}")))?;
-                    step.output = Some(path.to_string());
+                    let path = output_path(path).map_err(|m| err(format!("output: {m}")))?;
+                    step.output = Some(path);
                 }
                 "id" => step.id = value.as_str().map(str::to_string),
                 _ => {
@@ -308,6 +308,38 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where `output` writes: a path (`vars.result`), or PIPEFORCE's form of it, a PEL holding
+/// just that path (`${vars.result}` or `#{vars.result}`).
+pub fn output_path(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let inner = ["${", "#{"]
+        .iter()
+        .find_map(|open| t.strip_prefix(open))
+        .map(|rest| {
+            rest.strip_suffix('}')
+                .map(str::trim)
+                .ok_or_else(|| format!("'{text}' opens an expression it does not close"))
+        })
+        .transpose()?;
+    let Some(path) = inner else {
+        check_path(t)?;
+        return Ok(t.to_string());
+    };
+    let plain = path.split('.').all(|seg| {
+        !seg.is_empty()
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if !plain {
+        return Err(format!(
+            "'{text}' must hold just a path to write to, e.g. ${{vars.result}} or vars.result"
+        ));
+    }
+    check_path(path)?;
+    Ok(path.to_string())
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }
@@ -378,5 +410,29 @@ mod tests {
         assert!(e.message.contains("vars."), "{e}");
         let e = p("pipeline:\n  - exec\n").err().expect("missing param");
         assert!(e.message.contains("'command'"), "{e}");
+    }
+
+    #[test]
+    fn output_takes_a_path_or_pipeforce_expression_forms_of_one() {
+        for (given, want) in [
+            ("vars.delivery", "vars.delivery"),
+            ("${vars.delivery}", "vars.delivery"),
+            ("#{vars.delivery}", "vars.delivery"),
+            (" ${ body.result.items } ", "body.result.items"),
+            ("${body}", "body"),
+        ] {
+            assert_eq!(output_path(given).as_deref(), Ok(want), "{given}");
+        }
+        for bad in [
+            "${vars.a + 1}",
+            "${vars.delivery",
+            "${x.y}",
+            "#{vars}",
+            "${}",
+        ] {
+            assert!(output_path(bad).is_err(), "{bad}");
+        }
+        let e = output_path("${vars.a + 1}").expect_err("an expression");
+        assert!(e.contains("just a path"), "{e}");
     }
 }
