@@ -164,3 +164,44 @@ fn a_frame_at_1000_events_a_second_stays_bounded() {
     assert_eq!(a.conn, Conn::Connected);
     draw(&a, 160, 48);
 }
+
+/// Issue 28: keys that share a long prefix stay tellable apart where the list is narrow (80x24,
+/// and 120x40, where the detail pane takes half the width): columns are as wide as their
+/// content allows, and a key that must be shortened keeps its last segment.
+#[test]
+fn long_event_keys_keep_their_last_segment() {
+    let mut a = connected();
+    let keys = [
+        "webhook.github.pull_request_review_comment",
+        "webhook.github.pull_request",
+        "webhook.github.push",
+        "tui.live.arrival",
+    ];
+    let mut hooks = fixtures::webhooks();
+    hooks[0].event_key = keys[0].into();
+    hooks[1].event_key = keys[1].into();
+    a.update(Action::Loaded(Loaded::Webhooks(hooks)));
+    let items = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| fixtures::message(&format!("m-{i}"), k))
+        .collect();
+    a.update(Action::Loaded(Loaded::Messages {
+        items,
+        append: false,
+    }));
+    let mut pipelines = fixtures::pipelines();
+    pipelines[0].name = "global/app/github/pipeline/on-pull-request-review".into();
+    pipelines[0].event_key = Some(keys[0].into());
+    a.update(Action::Loaded(Loaded::Pipelines(pipelines)));
+    for (tab, name) in [
+        (Tab::Webhooks, "webhooks"),
+        (Tab::Messages, "messages"),
+        (Tab::Pipelines, "pipelines"),
+    ] {
+        a.tab = tab;
+        for (w, h) in [(80, 24), (120, 40)] {
+            insta::assert_snapshot!(format!("long_keys_{name}_{w}x{h}"), draw(&a, w, h));
+        }
+    }
+}

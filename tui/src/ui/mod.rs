@@ -99,13 +99,20 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
             let off = offset(sel, rows_height);
             // The URL column only when there is room; the detail pane always shows it.
             let with_url = inner.width >= 100;
+            // uuid, msgs, last and the spaces between the columns.
+            let fixed = 8 + 6 + 8 + 3 + usize::from(with_url);
+            let room = (inner.width as usize).saturating_sub(fixed);
+            let key_w = style::fit(
+                items.iter().map(|w| w.event_key.as_str()),
+                if with_url { room / 3 } else { room },
+            );
             let rows = items
                 .iter()
                 .skip(off)
                 .take(rows_height)
                 .map(|w| {
                     let mut cells = vec![
-                        Cell::from(w.event_key.clone()),
+                        Cell::from(style::elide(&w.event_key, key_w)),
                         Cell::from(style::short(&w.uuid).to_string()).style(DIM),
                         Cell::from(w.message_count.to_string()),
                         Cell::from(
@@ -123,7 +130,7 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
                 })
                 .collect();
             let mut widths = vec![
-                Constraint::Fill(1),
+                Constraint::Length(key_w as u16),
                 Constraint::Length(8),
                 Constraint::Length(6),
                 Constraint::Length(8),
@@ -145,6 +152,13 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
             let items = app.visible_messages();
             let sel = app.messages.selected;
             let off = offset(sel, rows_height);
+            // time, method, type, size, files, ✓ and the spaces between the columns; where that
+            // leaves the key too little room, type and files go (the detail pane has them).
+            let full = (inner.width as usize).saturating_sub(12 + 6 + 14 + 9 + 5 + 1 + 6);
+            let longest = style::fit(items.iter().map(|m| m.event_key.as_str()), usize::MAX);
+            let compact = full < longest.min(MIN_KEY);
+            let room = if compact { full + 14 + 5 + 2 } else { full };
+            let key_w = longest.min(room).max(1);
             let rows = items
                 .iter()
                 .skip(off)
@@ -155,39 +169,63 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
                         (_, "passed") => Span::styled("✓", style::GOOD),
                         _ => Span::styled("-", DIM),
                     };
-                    Row::new(vec![
+                    let mut cells = vec![
                         Cell::from(style::time_ms(&m.received_at).to_string()),
-                        Cell::from(m.event_key.clone()),
+                        Cell::from(style::elide(&m.event_key, room.max(key_w))),
                         Cell::from(m.method.clone()),
-                        Cell::from(
-                            m.content_type
-                                .as_deref()
-                                .map(short_type)
-                                .unwrap_or("-")
-                                .to_string(),
-                        )
-                        .style(DIM),
-                        Cell::from(style::size(m.size)),
-                        Cell::from(if m.file_count > 0 {
+                    ];
+                    if !compact {
+                        cells.push(
+                            Cell::from(
+                                m.content_type
+                                    .as_deref()
+                                    .map(short_type)
+                                    .unwrap_or("-")
+                                    .to_string(),
+                            )
+                            .style(DIM),
+                        );
+                    }
+                    cells.push(Cell::from(style::size(m.size)));
+                    if !compact {
+                        cells.push(Cell::from(if m.file_count > 0 {
                             m.file_count.to_string()
                         } else {
                             String::new()
-                        }),
-                        Cell::from(verification),
-                    ])
+                        }));
+                    }
+                    cells.push(Cell::from(verification));
+                    Row::new(cells)
                 })
                 .collect();
+            let (header, widths) = if compact {
+                (
+                    vec!["time", "eventKey", "method", "size", "✓"],
+                    vec![
+                        Constraint::Length(12),
+                        Constraint::Min(key_w as u16),
+                        Constraint::Length(6),
+                        Constraint::Length(9),
+                        Constraint::Length(1),
+                    ],
+                )
+            } else {
+                (
+                    vec!["time", "eventKey", "method", "type", "size", "files", "✓"],
+                    vec![
+                        Constraint::Length(12),
+                        Constraint::Min(key_w as u16),
+                        Constraint::Length(6),
+                        Constraint::Length(14),
+                        Constraint::Length(9),
+                        Constraint::Length(5),
+                        Constraint::Length(1),
+                    ],
+                )
+            };
             (
-                vec!["time", "eventKey", "method", "type", "size", "files", "✓"],
-                vec![
-                    Constraint::Length(12),
-                    Constraint::Min(14),
-                    Constraint::Length(6),
-                    Constraint::Length(14),
-                    Constraint::Length(9),
-                    Constraint::Length(5),
-                    Constraint::Length(1),
-                ],
+                header,
+                widths,
                 rows,
                 sel - off.min(sel),
                 "No messages yet. Send a request to a webhook URL (on Webhooks, y copies it).",
@@ -197,6 +235,9 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
             let items = app.visible_executions();
             let sel = app.executions.selected;
             let off = offset(sel, rows_height);
+            // status, trigger, duration, at and the spaces between the columns.
+            let room = (inner.width as usize).saturating_sub(9 + 7 + 9 + 8 + 4);
+            let name_w = style::fit(items.iter().map(|e| e.pipeline.as_str()), room);
             let rows = items
                 .iter()
                 .skip(off)
@@ -204,7 +245,7 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
                 .map(|e| {
                     Row::new(vec![
                         Cell::from(e.status.clone()).style(style::status(&e.status)),
-                        Cell::from(e.pipeline.clone()),
+                        Cell::from(style::elide(&e.pipeline, room.max(name_w))),
                         Cell::from(if e.replay_of.is_some() {
                             "replay".to_string()
                         } else {
@@ -219,7 +260,7 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
                 vec!["status", "pipeline", "trigger", "duration", "at"],
                 vec![
                     Constraint::Length(9),
-                    Constraint::Min(16),
+                    Constraint::Min(name_w as u16),
                     Constraint::Length(7),
                     Constraint::Length(9),
                     Constraint::Length(8),
@@ -273,14 +314,21 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
             let items = app.visible_pipelines();
             let sel = app.pipelines.selected;
             let off = offset(sel, rows_height);
+            // last run and the spaces between the columns.
+            let room = (inner.width as usize).saturating_sub(8 + 2);
+            let key_w = style::fit(
+                items.iter().map(|p| p.event_key.as_deref().unwrap_or("-")),
+                room / 2,
+            );
+            let name_w = room.saturating_sub(key_w).max(1);
             let rows = items
                 .iter()
                 .skip(off)
                 .take(rows_height)
                 .map(|p| {
                     Row::new(vec![
-                        Cell::from(p.name.clone()),
-                        Cell::from(p.event_key.clone().unwrap_or_else(|| "-".into())),
+                        Cell::from(style::elide(&p.name, name_w)),
+                        Cell::from(style::elide(p.event_key.as_deref().unwrap_or("-"), key_w)),
                         Cell::from(
                             p.last_run_at
                                 .as_deref()
@@ -295,8 +343,8 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
             (
                 vec!["name", "eventKey", "last run"],
                 vec![
-                    Constraint::Min(20),
-                    Constraint::Min(12),
+                    Constraint::Length(name_w as u16),
+                    Constraint::Length(key_w as u16),
                     Constraint::Length(8),
                 ],
                 rows,
@@ -319,6 +367,9 @@ fn render_list(app: &App, f: &mut Frame<'_>, area: Rect) {
     let mut state = TableState::default().with_selected(Some(selected));
     f.render_stateful_widget(table, inner, &mut state);
 }
+
+/// Columns an event key should get before the Messages list drops its type and files columns.
+const MIN_KEY: usize = 20;
 
 fn list_title(app: &App) -> String {
     let filter = &app.filters[app.tab.index()];

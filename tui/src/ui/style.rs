@@ -65,3 +65,56 @@ pub fn size(n: u64) -> String {
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
+
+/// `text` in at most `width` columns. A name that does not fit keeps its start and its last
+/// segment (after the last `.` or `/`), elided in the middle: `webhook.…pull_request`, because
+/// keys that share a prefix differ at the end.
+pub fn elide(text: &str, width: usize) -> String {
+    let len = text.chars().count();
+    if len <= width {
+        return text.to_string();
+    }
+    if width <= 1 {
+        return "…".chars().take(width).collect();
+    }
+    let last = text.rfind(['.', '/']).map_or(text, |i| &text[i + 1..]);
+    let last_len = last.chars().count();
+    if last_len + 1 >= width {
+        // Even the last segment does not fit: its end.
+        let tail: String = last.chars().skip(last_len + 1 - width).collect();
+        return format!("…{tail}");
+    }
+    let head: String = text.chars().take(width - 1 - last_len).collect();
+    format!("{head}…{last}")
+}
+
+/// Columns for a name column holding `names`: as wide as the longest, at most `room`.
+pub fn fit<'a>(names: impl Iterator<Item = &'a str>, room: usize) -> usize {
+    names
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(room)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_keep_their_last_segment() {
+        assert_eq!(elide("webhook.github.push", 30), "webhook.github.push");
+        assert_eq!(
+            elide("webhook.github.pull_request", 21),
+            "webhook.…pull_request"
+        );
+        assert_eq!(elide("webhook.github.push", 12), "webhook…push");
+        assert_eq!(elide("tui.live.arrival", 14), "tui.li…arrival");
+        assert_eq!(elide("global/app/slack/reply", 12), "global…reply");
+        assert_eq!(elide("a.very_long_last_segment", 8), "…segment");
+        for w in 0..30 {
+            assert!(elide("webhook.github.pull_request", w).chars().count() <= w);
+        }
+    }
+}
