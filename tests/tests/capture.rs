@@ -187,6 +187,10 @@ async fn multipart_with_three_files_is_stored_once_and_each_file_is_exact() {
 
     let (status, _) = d.call("message.file", json!({"id": id, "index": 3})).await;
     assert_eq!(status, 404);
+    // A negative index is a bad parameter, not a missing file.
+    let (status, v) = d.call("message.file", json!({"id": id, "index": -1})).await;
+    assert_eq!(status, 400);
+    assert!(error_message(&v).contains("0 or more"), "{v}");
 }
 
 /// A mid-sized multipart body is appended to a segment file, not written into its row (where

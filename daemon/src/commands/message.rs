@@ -346,18 +346,28 @@ async fn body(app: Arc<App>, call: Call) -> Result<Output, Error> {
 
 async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?;
-    let index = call.params.int("index").unwrap_or(-1);
+    let index = call.params.int("index").unwrap_or(0);
+    let index = usize::try_from(index).map_err(|_| {
+        Error::InvalidParam(format!(
+            "index must be 0 or more (a file's place in message.get's files), got {index}"
+        ))
+    })?;
     let rec = record(&app, id).await?;
     let count = rec.parts.iter().filter(|p| p.is_file()).count();
-    let part = usize::try_from(index)
-        .ok()
-        .and_then(|i| rec.parts.iter().filter(|p| p.is_file()).nth(i))
+    let part = rec
+        .parts
+        .iter()
+        .filter(|p| p.is_file())
+        .nth(index)
         .cloned()
         .ok_or_else(|| {
-            Error::NotFound(format!(
-                "message {id} has {count} file(s); index must be between 0 and {}",
-                count.saturating_sub(1)
-            ))
+            Error::NotFound(match count {
+                0 => format!("message {id} has no files"),
+                n => format!(
+                    "message {id} has {n} file(s); index must be between 0 and {}",
+                    n - 1
+                ),
+            })
         })?;
     let content_type = part
         .content_type

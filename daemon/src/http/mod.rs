@@ -227,22 +227,68 @@ where
             if let Some(len) = len {
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             }
-            if let Some(name) = raw.filename {
-                let safe: String = name
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
-                    h.insert(header::CONTENT_DISPOSITION, v);
-                }
+            if let Some(name) = raw.filename
+                && let Ok(v) = HeaderValue::from_str(&content_disposition(&name))
+            {
+                h.insert(header::CONTENT_DISPOSITION, v);
             }
             Ok(r)
         }
+    }
+}
+/// `attachment` with the sender's filename reduced to its base name (RFC 6266 §4.3: no path
+/// may reach the saving side), as ASCII in `filename` and exactly in `filename*` (RFC 8187).
+fn content_disposition(name: &str) -> String {
+    let base = name
+        .rsplit(['/', '\\'])
+        .find(|s| !s.is_empty() && *s != "." && *s != "..")
+        .unwrap_or("file");
+    let ascii: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut out = format!("attachment; filename=\"{ascii}\"");
+    if !base.is_ascii() || ascii != base {
+        out.push_str("; filename*=UTF-8''");
+        for b in base.bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn a_filename_is_reduced_to_its_base_name_and_kept_exactly_in_filename_star() {
+        assert_eq!(
+            content_disposition("report.pdf"),
+            "attachment; filename=\"report.pdf\""
+        );
+        assert_eq!(
+            content_disposition("../../etc/passwd"),
+            "attachment; filename=\"passwd\""
+        );
+        assert_eq!(
+            content_disposition("C:\\Users\\a\\x.txt"),
+            "attachment; filename=\"x.txt\""
+        );
+        assert_eq!(content_disposition(".."), "attachment; filename=\"file\"");
+        assert_eq!(
+            content_disposition("naïve \"q\".txt"),
+            "attachment; filename=\"na_ve _q_.txt\"; filename*=UTF-8''na%C3%AFve%20%22q%22.txt"
+        );
     }
 }
