@@ -166,6 +166,12 @@ pub enum Action {
         text: String,
         error: bool,
     },
+    /// A message's body, downloaded for `E`: now it can go to $EDITOR.
+    BodyForEdit {
+        message_id: String,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
     Edited(Edited),
 }
 
@@ -235,10 +241,16 @@ pub enum Effect {
         index: u32,
         path: PathBuf,
     },
-    /// Open the message's body in $EDITOR.
+    /// Download the message's body for $EDITOR (in a task; `Action::BodyForEdit` follows).
     Edit {
         message_id: String,
         content_type: Option<String>,
+    },
+    /// Hand the terminal to $EDITOR on `body` (the user is in the editor until it returns).
+    OpenEditor {
+        message_id: String,
+        content_type: Option<String>,
+        body: Vec<u8>,
     },
 }
 
@@ -406,6 +418,15 @@ impl App {
                 self.toast(text, error);
                 Vec::new()
             }
+            Action::BodyForEdit {
+                message_id,
+                content_type,
+                body,
+            } => vec![Effect::OpenEditor {
+                message_id,
+                content_type,
+                body,
+            }],
             Action::Edited(e) => {
                 self.edited = Some(e);
                 self.mode = Mode::EditedChoice;
@@ -979,10 +1000,13 @@ impl App {
                 self.mode = self.forward_prompt();
                 Vec::new()
             }
-            KeyCode::Char('E') => vec![Effect::Edit {
-                message_id: m.id,
-                content_type: m.content_type,
-            }],
+            KeyCode::Char('E') => {
+                self.toast("fetching the body for $EDITOR…", false);
+                vec![Effect::Edit {
+                    message_id: m.id,
+                    content_type: m.content_type,
+                }]
+            }
             KeyCode::Char('c') => match self.message.as_ref().filter(|d| d.summary.id == m.id) {
                 Some(detail) => {
                     let url = self
@@ -1577,6 +1601,21 @@ mod tests {
         );
         let fx = a.update(key('E'));
         assert!(matches!(&fx[..], [Effect::Edit { message_id, .. }] if message_id == "m-0"));
+        // The download is a task: the dashboard goes on meanwhile (issue 28), and only the
+        // downloaded body opens the editor.
+        let before = a.messages.selected;
+        a.update(code(KeyCode::Down));
+        assert_ne!(
+            a.messages.selected, before,
+            "keys work while the body downloads"
+        );
+        a.update(code(KeyCode::Up));
+        let fx = a.update(Action::BodyForEdit {
+            message_id: "m-0".into(),
+            content_type: Some("application/json".into()),
+            body: b"{}".to_vec(),
+        });
+        assert!(matches!(&fx[..], [Effect::OpenEditor { body, .. }] if body == b"{}"));
         a.update(Action::Edited(Edited {
             message_id: "m-0".into(),
             body: b"{\"edited\":1}".to_vec(),

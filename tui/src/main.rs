@@ -153,7 +153,28 @@ async fn carry_out(
             message_id,
             content_type,
         } => {
-            let a = match edit(&client, &message_id, content_type, terminal).await {
+            // The download must not hold the event loop: a task, like every network effect.
+            tokio::spawn(async move {
+                let a = match client.raw("message.body", &json!({"id": message_id})).await {
+                    Ok((_, body)) => Action::BodyForEdit {
+                        message_id,
+                        content_type,
+                        body,
+                    },
+                    Err(e) => Action::Toast {
+                        text: e,
+                        error: true,
+                    },
+                };
+                let _ = tx.send(a);
+            });
+        }
+        Effect::OpenEditor {
+            message_id,
+            content_type,
+            body,
+        } => {
+            let a = match edit(&message_id, content_type, &body, terminal) {
                 Ok(a) => a,
                 Err(e) => Action::Toast {
                     text: format!("{e:#}"),
@@ -191,16 +212,12 @@ fn copy(text: &str) {
 }
 
 /// Opens the message body in $EDITOR (the terminal is handed over meanwhile).
-async fn edit(
-    client: &Client,
+fn edit(
     message_id: &str,
     content_type: Option<String>,
+    body: &[u8],
     terminal: &mut ratatui::DefaultTerminal,
 ) -> anyhow::Result<Action> {
-    let (_, body) = client
-        .raw("message.body", &json!({"id": message_id}))
-        .await
-        .map_err(anyhow::Error::msg)?;
     let ext = match content_type.as_deref() {
         Some(c) if c.contains("json") => ".json",
         Some(c) if c.contains("xml") => ".xml",
@@ -211,7 +228,7 @@ async fn edit(
         .prefix("hookd-body-")
         .suffix(ext)
         .tempfile()?;
-    std::fs::write(file.path(), &body)?;
+    std::fs::write(file.path(), body)?;
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
