@@ -103,6 +103,14 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Er
         for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             key::validate_pattern(t)
                 .map_err(|e| Error::InvalidParam(format!("types pattern '{t}' {e}")))?;
+            // A pattern no type matches would leave the client waiting for nothing.
+            if !EventType::ALL.iter().any(|k| key::matches(t, k.as_str())) {
+                let known: Vec<&str> = EventType::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(Error::InvalidParam(format!(
+                    "types pattern '{t}' matches no event type; the types are {}",
+                    known.join(", ")
+                )));
+            }
             filter.types.push(t.to_string());
         }
     }
@@ -140,10 +148,23 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Er
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
-            Error::Unavailable(format!(
-                "too many event stream clients (limit {}); retry later",
-                app.config.events.max_clients
-            ))
+            let limit = app.config.events.max_clients;
+            // One line per 10 s however many are refused: a reconnect storm must not flood the
+            // log (the answer itself is a 503 that is not logged, with Retry-After).
+            static LAST_WARNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let now = crate::clock::now_ms();
+            let last = LAST_WARNED.load(std::sync::atomic::Ordering::Relaxed);
+            if now - last >= 10_000
+                && LAST_WARNED
+                    .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!("event stream clients refused: all {limit} slots are taken ([events] maxClients)");
+            }
+            Error::Overloaded {
+                message: format!("too many event stream clients (limit {limit}); retry later"),
+                retry_after: 1,
+            }
         })?;
     // Subscribe now, before the 101, so an event committed right after the handshake is seen.
     let rx = app.bus.subscribe();

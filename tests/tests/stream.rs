@@ -203,6 +203,14 @@ async fn tokens_are_required_and_filters_deliver_only_matches() {
     );
     assert_eq!(status, 400, "a plain GET is told to use a WebSocket client");
     assert_eq!(
+        d.events_with(&format!("token={}&types=bogus.*", d.token), None)
+            .await
+            .err()
+            .map(|r| r.0),
+        Some(400),
+        "a types pattern that matches no type is refused"
+    );
+    assert_eq!(
         d.events_with(&format!("token={}&since=abc", d.token), None)
             .await
             .err()
@@ -282,4 +290,23 @@ async fn only_a_get_with_connection_upgrade_opens_the_stream() {
         .await
         .expect("get");
     assert_eq!(ok.status().as_u16(), 101);
+}
+
+/// Issue 29: clients over `[events] maxClients` get 503 (with Retry-After), and a storm of them
+/// leaves one warning in the log, not an error line each.
+#[tokio::test]
+async fn clients_over_the_cap_are_refused_with_one_log_line() {
+    let d = Daemon::start_with(Options::config("[events]\nmaxClients = 1\n")).await;
+    let _first = d.events("").await;
+    for _ in 0..5 {
+        let refused = d.events_with(&format!("token={}", d.token), None).await;
+        assert_eq!(refused.err().map(|r| r.0), Some(503));
+    }
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("event stream clients refused").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("too many event stream clients"), "{log}");
 }
