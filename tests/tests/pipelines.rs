@@ -786,3 +786,65 @@ async fn output_accepts_pipeforce_expression_forms() {
     assert_eq!(status, 400);
     assert!(error_message(&v).contains("just a path"), "{v}");
 }
+
+/// Issue 28: bulk replay. The filters of message.list select the set (here: one webhook's
+/// messages), `dryRun` only counts it, and a replay fires exactly that set, oldest first.
+#[tokio::test]
+async fn bulk_replay_fires_exactly_the_filtered_messages_oldest_first() {
+    let d = Daemon::start().await;
+    let (a, a_uuid) = d.webhook("webhook.bulk.a").await;
+    let (b, _) = d.webhook("webhook.bulk.b").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(post_json(&d, &a, json!({"i": i})).await);
+        post_json(&d, &b, json!({"i": i})).await;
+    }
+    put_pipeline(
+        &d,
+        "bulk",
+        "pipeline:\n  - event.listen:\n      eventKey: webhook.bulk.#\n  - log\n",
+    )
+    .await;
+    let dry = d
+        .ok("message.replay", json!({"uuid": a_uuid, "dryRun": true}))
+        .await;
+    assert_eq!(dry["selected"], 4, "{dry}");
+    let none = d.ok("execution.list", json!({"limit": 100})).await;
+    assert_eq!(
+        none.as_array().map(Vec::len),
+        Some(0),
+        "a dry run queues nothing"
+    );
+
+    let r = d
+        .ok(
+            "message.replay",
+            json!({"uuid": a_uuid, "wait": true, "rate": 1000}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r["selected"].as_u64(),
+            r["replayed"].as_u64(),
+            r["executions"].as_u64()
+        ),
+        (Some(4), Some(4), Some(4)),
+        "{r}"
+    );
+    assert_eq!(r["first"], ids[0].as_str());
+    assert_eq!(r["last"], ids[3].as_str());
+    let runs = d.ok("execution.list", json!({"limit": 100})).await;
+    let mut replayed: Vec<&str> = runs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["replayOf"].as_str())
+        .collect();
+    // execution.list is newest first: the oldest message was replayed first.
+    replayed.reverse();
+    assert_eq!(replayed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let (status, v) = d.call("message.replay", json!({})).await;
+    assert_eq!(status, 400);
+    assert!(error_message(&v).contains("at least one filter"), "{v}");
+}

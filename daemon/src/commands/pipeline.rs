@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use hookd_shared::Role;
+use hookd_shared::{MessageSummary, Role};
 use serde_json::{Value, json};
 
 use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
@@ -135,14 +135,70 @@ pub(super) fn commands() -> Vec<Command> {
         },
         Command {
             name: "message.replay",
-            description: "Fire a stored message's event again: its listeners run anew, tagged replayOf",
+            description: "Fire stored messages' events again: their listeners run anew, tagged replayOf. One by id, or every message the filters select, oldest first",
             role: Some(Role::Admin),
-            params: &[Param {
-                name: "id",
-                kind: Kind::String,
-                required: true,
-                description: "the message id",
-            }],
+            params: &[
+                Param {
+                    name: "id",
+                    kind: Kind::String,
+                    required: false,
+                    description: "the message id (or use the filters below)",
+                },
+                Param {
+                    name: "uuid",
+                    kind: Kind::String,
+                    required: false,
+                    description: "filter: this webhook's messages",
+                },
+                Param {
+                    name: "eventKey",
+                    kind: Kind::String,
+                    required: false,
+                    description: "filter: event key prefix",
+                },
+                Param {
+                    name: "status",
+                    kind: Kind::String,
+                    required: false,
+                    description: "filter: accepted or rejected",
+                },
+                Param {
+                    name: "since",
+                    kind: Kind::String,
+                    required: false,
+                    description: "filter: received at or after this time (RFC 3339)",
+                },
+                Param {
+                    name: "until",
+                    kind: Kind::String,
+                    required: false,
+                    description: "filter: received before this time (RFC 3339)",
+                },
+                Param {
+                    name: "limit",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "filter: at most this many, the newest (default 1000, at most 10000)",
+                },
+                Param {
+                    name: "rate",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "messages replayed per second (default 50)",
+                },
+                Param {
+                    name: "dryRun",
+                    kind: Kind::Boolean,
+                    required: false,
+                    description: "only count what the filters select",
+                },
+                Param {
+                    name: "wait",
+                    kind: Kind::Boolean,
+                    required: false,
+                    description: "answer when every selected message is replayed",
+                },
+            ],
             handler: |app, call| Box::pin(replay(app, call)),
         },
     ]
@@ -383,25 +439,185 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
 }
 
 async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let id = call.params.required_str("id")?.to_string();
+    let Some(id) = call.params.str("id").map(str::to_string) else {
+        return replay_selected(app, call).await;
+    };
     let uuid = parse_uuid("id", &id)?;
     let rec = app
         .store
         .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(&id)))?;
+    let ids = replay_one(&app, &rec.summary, rec.seq).await?;
+    Ok(Output::Json(json!({
+        "messageId": rec.summary.id,
+        "eventKey": rec.summary.event_key,
+        "executions": ids,
+    })))
+}
+
+/// Most messages one bulk replay selects.
+const MAX_REPLAY: u32 = 10_000;
+
+/// `message.replay` without `id`: every message the filters select, oldest first, at `rate`.
+async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
+    let p = &call.params;
+    let time = |name: &str| -> Result<Option<i64>, Error> {
+        p.str(name)
+            .map(|t| {
+                humantime::parse_rfc3339_weak(t)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .ok_or_else(|| {
+                        Error::InvalidParam(format!(
+                            "{name} must be a time such as 2026-12-07T10:00:00Z, got '{t}'"
+                        ))
+                    })
+            })
+            .transpose()
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    let limit = match p.int("limit") {
+        None => 1000,
+        Some(n) if (1..=i64::from(MAX_REPLAY)).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(Error::InvalidParam(format!(
+                "limit must be between 1 and {MAX_REPLAY}, got {n}"
+            )));
+        }
+    };
+    let rate = match p.int("rate") {
+        None => 50,
+        Some(n) if (1..=10_000).contains(&n) => n as u64,
+        Some(n) => {
+            return Err(Error::InvalidParam(format!(
+                "rate must be between 1 and 10000 messages a second, got {n}"
+            )));
+        }
+    };
+    if p.str("uuid").is_none()
+        && p.str("eventKey").is_none()
+        && p.str("status").is_none()
+        && since.is_none()
+        && until.is_none()
+    {
+        return Err(Error::InvalidParam(
+            "message.replay needs an id, or at least one filter (uuid, eventKey, status, since, until)".into(),
+        ));
+    }
+    let status = p
+        .str("status")
+        .map(|s| match s {
+            "accepted" | "rejected" => Ok(s.to_string()),
+            _ => Err(Error::InvalidParam(format!(
+                "status must be accepted or rejected, got '{s}'"
+            ))),
+        })
+        .transpose()?;
+    // Newest first, a page at a time, until `limit` or past `since`.
+    let mut selected: Vec<MessageSummary> = Vec::new();
+    let mut before = None;
+    'pages: loop {
+        let page = app
+            .store
+            .messages(messages::ListFilter {
+                uuid: p.str("uuid").map(str::to_string),
+                event_key_prefix: p.str("eventKey").map(str::to_string),
+                status: status.clone(),
+                search: None,
+                before,
+                limit: 500,
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some(parse_uuid("id", &last.id)?);
+        for m in page {
+            let at = received_ms(&m);
+            if since.is_some_and(|s| at < s) {
+                break 'pages;
+            }
+            if until.is_some_and(|u| at >= u) {
+                continue;
+            }
+            selected.push(m);
+            if selected.len() >= limit as usize {
+                break 'pages;
+            }
+        }
+    }
+    selected.reverse();
+    let n = selected.len();
+    if p.bool("dryRun").unwrap_or(false) {
+        return Ok(Output::Json(json!({"selected": n, "dryRun": true})));
+    }
+    let wait = p.bool("wait").unwrap_or(false);
+    let first = selected.first().map(|m| m.id.clone());
+    let last = selected.last().map(|m| m.id.clone());
+    let work = {
+        let app = app.clone();
+        async move {
+            let every = std::time::Duration::from_micros(1_000_000 / rate);
+            let mut next = tokio::time::Instant::now();
+            let (mut replayed, mut executions) = (0usize, 0usize);
+            for m in &selected {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let Some(seq) = parse_uuid("id", &m.id)
+                    .ok()
+                    .and_then(crate::store::ids::decode_public_id)
+                    .map(|(_, s)| s)
+                else {
+                    continue;
+                };
+                match replay_one(&app, m, seq).await {
+                    Ok(ids) => {
+                        replayed += 1;
+                        executions += ids.len();
+                    }
+                    Err(e) => tracing::warn!("replaying message {} failed: {e}", m.id),
+                }
+            }
+            (replayed, executions)
+        }
+    };
+    if wait {
+        let (replayed, executions) = work.await;
+        return Ok(Output::Json(json!({
+            "selected": n, "replayed": replayed, "executions": executions,
+            "first": first, "last": last,
+        })));
+    }
+    tokio::spawn(async move {
+        let (replayed, executions) = work.await;
+        tracing::info!("bulk replay done: {replayed} of {n} messages, {executions} runs queued");
+    });
+    Ok(Output::Json(
+        json!({"selected": n, "first": first, "last": last}),
+    ))
+}
+
+fn received_ms(m: &MessageSummary) -> i64 {
+    humantime::parse_rfc3339_weak(&m.received_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Queues a replay of the message `m` (stored at `seq`) for each of its listeners.
+async fn replay_one(app: &App, m: &MessageSummary, seq: i64) -> Result<Vec<String>, Error> {
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let new: Vec<NewExecution> = app
         .pipelines
-        .listeners_of(&rec.summary.event_key)
+        .listeners_of(&m.event_key)
         .into_iter()
         .map(|name| NewExecution {
             pipeline: name,
             trigger: "replay",
-            event_key: Some(rec.summary.event_key.clone()),
-            message_seq: Some(rec.seq),
-            message_id: Some(rec.summary.id.clone()),
-            replay_of: Some(rec.summary.id.clone()),
+            event_key: Some(m.event_key.clone()),
+            message_seq: Some(seq),
+            message_id: Some(m.id.clone()),
+            replay_of: Some(m.id.clone()),
             input: None,
             trace_id: trace.clone(),
             depth: 0,
@@ -415,9 +631,5 @@ async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
     app.store
         .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
-    Ok(Output::Json(json!({
-        "messageId": rec.summary.id,
-        "eventKey": rec.summary.event_key,
-        "executions": ids,
-    })))
+    Ok(ids)
 }
