@@ -498,20 +498,26 @@ async fn fill(d: &Daemon, url: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fills `dir` with `messages` to a webhook of `event_key`, unless a kept fill is already there.
+async fn fill_once(bin: &Path, dir: &Path, event_key: &str, messages: usize) -> Result<()> {
+    if dir.join("hookd.db").exists() {
+        return Ok(());
+    }
+    let d = Daemon::start_in(bin, dir, &[]).await?;
+    let url = d.webhook(event_key).await?;
+    let t = Instant::now();
+    fill(&d, &url, messages).await?;
+    eprintln!(
+        "filled {messages} messages in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    d.stop().await
+}
+
 async fn store(bin: &Path, messages: usize, data_dir: Option<PathBuf>) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
-    if !dir.join("hookd.db").exists() {
-        let d = Daemon::start_in(bin, &dir, &[]).await?;
-        let url = d.webhook("webhook.bench.store").await?;
-        let t = Instant::now();
-        fill(&d, &url, messages).await?;
-        eprintln!(
-            "filled {messages} messages in {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        d.stop().await?;
-    }
+    fill_once(bin, &dir, "webhook.bench.store", messages).await?;
     let db_bytes: u64 = ["hookd.db", "hookd.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
@@ -644,17 +650,7 @@ async fn prune(
 ) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let filled = data_dir.unwrap_or_else(|| tmp.path().join("filled"));
-    if !filled.join("hookd.db").exists() {
-        let d = Daemon::start_in(bin, &filled, &[]).await?;
-        let url = d.webhook("webhook.bench.pruned").await?;
-        let t = Instant::now();
-        fill(&d, &url, messages).await?;
-        eprintln!(
-            "filled {messages} messages in {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        d.stop().await?;
-    }
+    fill_once(bin, &filled, "webhook.bench.pruned", messages).await?;
     // Prune a copy, so a kept fill serves the next run too.
     let dir = tmp.path().join("run");
     let copied = std::process::Command::new("cp")

@@ -302,6 +302,15 @@ impl Daemon {
     }
 
     /// Calls a command as admin and expects 200.
+    /// A new viewer token called `name`.
+    pub async fn viewer_token(&self, name: &str) -> String {
+        self.ok("token.create", json!({"role": "viewer", "name": name}))
+            .await["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
     pub async fn ok(&self, name: &str, params: Value) -> Value {
         let (status, v) = self.call(name, params.clone()).await;
         assert_eq!(status, 200, "{name} {params}: {v}");

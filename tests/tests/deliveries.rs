@@ -438,12 +438,7 @@ async fn custom_headers_are_masked_for_viewers() {
         Some("s3cr3t-key"),
         "the receiver gets them"
     );
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "v"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("v").await;
     let (status, seen) = d.call_as(&viewer, "delivery.get", json!({"id": id})).await;
     assert_eq!(status, 200);
     let text = seen.to_string();

@@ -16,12 +16,7 @@ async fn a_restart_keeps_webhooks_messages_tokens_and_urls() {
     let (status, r) = d.post(&url, body.clone()).await;
     assert_eq!(status, 200, "{r}");
     let id = r["messageId"].as_str().expect("id").to_string();
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "v"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("v").await;
     let admin = d.token.clone();
 
     d.stop().await;

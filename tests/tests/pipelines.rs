@@ -266,12 +266,7 @@ async fn exec_is_denied_to_anonymous_and_allowed_after_iam_run_as() {
     assert_eq!(ok["body"]["stdout"], "deploying 1.2.3\n");
 
     // Storing pipelines is for admins.
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "v"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("v").await;
     let (status, _) = d
         .call_as(
             &viewer,
@@ -650,12 +645,7 @@ async fn a_token_a_run_creates_is_never_recorded() {
     let token = r["body"]["token"]
         .as_str()
         .expect("the caller sees the token");
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "v"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("v").await;
     let (status, e) = d
         .call_as(&viewer, "execution.get", json!({"id": r["executionId"]}))
         .await;

@@ -163,12 +163,7 @@ async fn tokens_are_required_and_filters_deliver_only_matches() {
         panic!("a wrong token must be refused");
     };
     assert_eq!(code, 401);
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "tui"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("tui").await;
 
     let mut github = d
         .events_with(

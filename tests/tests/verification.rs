@@ -593,12 +593,7 @@ async fn captured_credentials_are_masked_unless_an_admin_asks_for_the_raw_captur
     .await;
     assert_eq!(status, 200, "{r}");
     let id = r["messageId"].as_str().expect("id").to_string();
-    let viewer = d
-        .ok("token.create", json!({"role": "viewer", "name": "v"}))
-        .await["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let viewer = d.viewer_token("v").await;
 
     let (status, m) = d.call_as(&viewer, "message.get", json!({"id": id})).await;
     assert_eq!(status, 200);

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use base64::Engine;
 use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
 
-use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json, parse_uuid};
+use super::{Call, Command, Kind, Output, Param, Params, RawData, RawOutput, json, parse_uuid};
 use crate::app::App;
 use crate::error::Error;
-use crate::pipeline::event::CREDENTIAL_HEADERS;
+use crate::pipeline::event::Credentials;
 use crate::store::messages::{self, ListFilter, MessageRecord};
 use crate::store::{BodySource, Store};
-use hookd_shared::verify::{MASK, Scheme, VerifyConfig};
+use hookd_shared::verify::{MASK, VerifyConfig};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
@@ -113,9 +113,14 @@ pub(super) fn commands() -> Vec<Command> {
 }
 
 async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let p = &call.params;
-    let limit = p.limit()?;
-    let filter = ListFilter {
+    let filter = list_filter(&call.params, call.params.limit()?)?;
+    let rows = app.store.messages(filter).await?;
+    json(&rows)
+}
+
+/// The selection of `message.list`'s filters (and bulk `message.replay`'s), `limit` a page.
+pub(super) fn list_filter(p: &Params, limit: u32) -> Result<ListFilter, Error> {
+    Ok(ListFilter {
         uuid: p
             .str("uuid")
             .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
@@ -139,9 +144,7 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .map(|b| parse_uuid("before", b))
             .transpose()?,
         limit,
-    };
-    let rows = app.store.messages(filter).await?;
-    json(&rows)
+    })
 }
 
 async fn record(app: &App, id: &str) -> Result<MessageRecord, Error> {
@@ -231,23 +234,16 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
     }
 }
 
-/// Masks what a sender authenticated with: the credential headers, and the header or query
-/// parameter of the webhook's own `token` verification. The stored capture is untouched
-/// (`raw=true`, `message.body`, replay and forwarding keep the original bytes).
+/// Masks what a sender authenticated with (see [`Credentials`]). The stored capture is
+/// untouched (`raw=true`, `message.body`, replay and forwarding keep the original bytes).
 fn mask_credentials(m: &mut Message, verify: Option<&VerifyConfig>) {
-    let token = verify.filter(|v| v.scheme == Scheme::Token);
-    let header = token.and_then(|v| v.header.as_deref());
-    let param = token.and_then(|v| v.query.as_deref());
+    let creds = Credentials::of(verify);
     for (name, value) in &mut m.headers {
-        if CREDENTIAL_HEADERS
-            .iter()
-            .chain(header.as_slice())
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
+        if creds.is_header(name) {
             *value = MASK.into();
         }
     }
-    let Some(param) = param else { return };
+    let Some(param) = creds.param() else { return };
     if !m.query.iter().any(|(k, _)| k == param) {
         return;
     }
@@ -259,31 +255,6 @@ fn mask_credentials(m: &mut Message, verify: Option<&VerifyConfig>) {
     m.query_string = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(m.query.iter())
         .finish();
-}
-
-/// [`mask_credentials`] for a message event as listeners get it (`payload.headers`, an object
-/// of names to values, and `payload.query`), where `execution.get` shows one.
-pub(super) fn mask_event_credentials(event: &mut serde_json::Value, verify: Option<&VerifyConfig>) {
-    let token = verify.filter(|v| v.scheme == Scheme::Token);
-    let header = token.and_then(|v| v.header.as_deref());
-    let payload = &mut event["payload"];
-    if let Some(h) = payload["headers"].as_object_mut() {
-        for (name, value) in h.iter_mut() {
-            if CREDENTIAL_HEADERS
-                .iter()
-                .chain(header.as_slice())
-                .any(|c| name.eq_ignore_ascii_case(c))
-            {
-                *value = MASK.into();
-            }
-        }
-    }
-    if let Some(param) = token.and_then(|v| v.query.as_deref())
-        && let Some(q) = payload["query"].as_object_mut()
-        && let Some(v) = q.get_mut(param)
-    {
-        *v = MASK.into();
-    }
 }
 
 /// Text when the bytes are UTF-8 (a character cut by truncation is dropped), else base64.

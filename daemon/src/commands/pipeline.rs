@@ -429,7 +429,7 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
                     .as_str()
                     .and_then(|u| app.store.webhook(u))
                     .and_then(|w| w.verify.clone());
-                super::message::mask_event_credentials(&mut event, verify.as_ref());
+                crate::pipeline::event::Credentials::of(verify.as_ref()).mask_event(&mut event);
                 detail.body = Some(event);
             }
             Err(e) => tracing::warn!("the final body of execution {id} cannot be rebuilt: {e}"),
@@ -465,15 +465,11 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let time = |name: &str| -> Result<Option<i64>, Error> {
         p.str(name)
             .map(|t| {
-                humantime::parse_rfc3339_weak(t)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
-                    .ok_or_else(|| {
-                        Error::InvalidParam(format!(
-                            "{name} must be a time such as 2026-12-07T10:00:00Z, got '{t}'"
-                        ))
-                    })
+                rfc3339_ms(t).ok_or_else(|| {
+                    Error::InvalidParam(format!(
+                        "{name} must be a time such as 2026-12-07T10:00:00Z, got '{t}'"
+                    ))
+                })
             })
             .transpose()
     };
@@ -506,34 +502,15 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
             "message.replay needs an id, or at least one filter (uuid, eventKey, status, since, until)".into(),
         ));
     }
-    let status = p
-        .str("status")
-        .map(|s| match s {
-            "accepted" | "rejected" => Ok(s.to_string()),
-            _ => Err(Error::InvalidParam(format!(
-                "status must be accepted or rejected, got '{s}'"
-            ))),
-        })
-        .transpose()?;
     // Newest first, a page at a time, until `limit` or past `since`.
+    let mut filter = super::message::list_filter(p, 500)?;
     let mut selected: Vec<MessageSummary> = Vec::new();
-    let mut before = None;
     'pages: loop {
-        let page = app
-            .store
-            .messages(messages::ListFilter {
-                uuid: p.str("uuid").map(str::to_string),
-                event_key_prefix: p.str("eventKey").map(str::to_string),
-                status: status.clone(),
-                search: None,
-                before,
-                limit: 500,
-            })
-            .await?;
+        let page = app.store.messages(filter.clone()).await?;
         let Some(last) = page.last() else { break };
-        before = Some(parse_uuid("id", &last.id)?);
+        filter.before = Some(parse_uuid("id", &last.id)?);
         for m in page {
-            let at = received_ms(&m);
+            let at = rfc3339_ms(&m.received_at).unwrap_or(0);
             if since.is_some_and(|s| at < s) {
                 break 'pages;
             }
@@ -597,11 +574,13 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
     ))
 }
 
-fn received_ms(m: &MessageSummary) -> i64 {
-    humantime::parse_rfc3339_weak(&m.received_at)
+/// An RFC 3339 time as Unix milliseconds.
+fn rfc3339_ms(t: &str) -> Option<i64> {
+    humantime::parse_rfc3339_weak(t)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64)
+        .map(|d| d.as_millis() as i64)
 }
 
 /// Queues a replay of the message `m` (stored at `seq`) for each of its listeners.

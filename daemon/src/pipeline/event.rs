@@ -9,41 +9,85 @@ use base64::Engine;
 use hookd_shared::PayloadType;
 use serde_json::{Map, Value, json};
 
-use hookd_shared::verify::{Scheme, VerifyConfig};
+use hookd_shared::verify::{MASK, Scheme, VerifyConfig};
 
 use crate::store::messages::MessageRecord;
 
 /// Headers that carry credentials whatever the webhook verifies.
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
-/// The credentials a message event's request carried: the values of the credential headers,
-/// and of the header or query parameter of the webhook's own `token` verification (`verify`).
-/// A run masks them wherever it records them; the event itself keeps them for the pipeline.
-pub fn credentials(event: &Value, verify: Option<&VerifyConfig>) -> Vec<String> {
-    let token = verify.filter(|v| v.scheme == Scheme::Token);
-    let header = token.and_then(|v| v.header.as_deref());
-    let mut out = Vec::new();
-    let payload = &event["payload"];
-    if let Some(h) = payload["headers"].as_object() {
-        for (name, value) in h {
-            if CREDENTIAL_HEADERS
-                .iter()
-                .chain(header.as_slice())
-                .any(|c| name.eq_ignore_ascii_case(c))
-                && let Some(v) = value.as_str()
-            {
-                out.push(v.to_string());
+/// Which parts of a captured request are what its sender authenticated with: the credential
+/// headers, and the header or query parameter of the webhook's own `token` verification.
+pub struct Credentials<'a> {
+    header: Option<&'a str>,
+    param: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// For a webhook verifying with `verify`.
+    pub fn of(verify: Option<&'a VerifyConfig>) -> Credentials<'a> {
+        let token = verify.filter(|v| v.scheme == Scheme::Token);
+        Credentials {
+            header: token.and_then(|v| v.header.as_deref()),
+            param: token.and_then(|v| v.query.as_deref()),
+        }
+    }
+
+    /// Whether the header `name` carries a credential.
+    pub fn is_header(&self, name: &str) -> bool {
+        CREDENTIAL_HEADERS
+            .iter()
+            .copied()
+            .chain(self.header)
+            .any(|h| name.eq_ignore_ascii_case(h))
+    }
+
+    /// The query parameter that carries one, if any.
+    pub fn param(&self) -> Option<&'a str> {
+        self.param
+    }
+
+    /// The credential values a message event's request carried. A run masks them wherever it
+    /// records them; the event itself keeps them for the pipeline.
+    pub fn values(&self, event: &Value) -> Vec<String> {
+        let payload = &event["payload"];
+        let mut out: Vec<String> = payload["headers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| self.is_header(name))
+            .filter_map(|(_, v)| v.as_str().map(String::from))
+            .collect();
+        if let Some(param) = self.param {
+            match &payload["query"][param] {
+                Value::String(v) => out.push(v.clone()),
+                Value::Array(vs) => {
+                    out.extend(vs.iter().filter_map(|v| v.as_str().map(String::from)))
+                }
+                _ => {}
             }
         }
+        out
     }
-    if let Some(param) = token.and_then(|v| v.query.as_deref()) {
-        match &payload["query"][param] {
-            Value::String(v) => out.push(v.clone()),
-            Value::Array(vs) => out.extend(vs.iter().filter_map(|v| v.as_str().map(String::from))),
-            _ => {}
+
+    /// Masks them in a message event, where `execution.get` shows one.
+    pub fn mask_event(&self, event: &mut Value) {
+        let payload = &mut event["payload"];
+        if let Some(h) = payload["headers"].as_object_mut() {
+            for (name, value) in h.iter_mut() {
+                if self.is_header(name) {
+                    *value = MASK.into();
+                }
+            }
+        }
+        if let Some(param) = self.param
+            && let Some(v) = payload["query"]
+                .as_object_mut()
+                .and_then(|q| q.get_mut(param))
+        {
+            *v = MASK.into();
         }
     }
-    out
 }
 
 /// The event body for a captured message. `body` is the message's full body.

@@ -173,7 +173,8 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
     // Shorter ones are masked where they stand (the event's fields), not as text anywhere:
     // masking every "ab" in a record would garble it.
     st.secrets.extend(
-        super::event::credentials(&st.body, verify.as_ref())
+        super::event::Credentials::of(verify.as_ref())
+            .values(&st.body)
             .into_iter()
             .filter(|c| c.len() >= MIN_SECRET),
     );

@@ -167,7 +167,7 @@ where
         head: BytesMut::new(),
         spill: None,
         parser,
-        incoming: app.store.incoming_dir().to_path_buf(),
+        store: app.store.clone(),
     };
     if declared.is_some_and(|n| n as usize > INLINE_MAX) {
         sink.spill().await.map_err(|e| sink_error(limit, e))?;
@@ -423,8 +423,9 @@ struct Sink {
     head: BytesMut,
     spill: Option<Spill>,
     parser: Option<Parser>,
-    /// The store's spool directory.
-    incoming: std::path::PathBuf,
+    /// Where a body that spills goes (`Storage::incoming_dir`): a handle, so a body kept in
+    /// memory costs no path copy.
+    store: crate::store::Store,
 }
 
 struct Spill {
@@ -460,7 +461,7 @@ impl Sink {
     /// Moves the body from memory to a file in `incoming/`.
     async fn spill(&mut self) -> Result<(), SinkError> {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let path = self.incoming.join(&id);
+        let path = self.store.incoming_dir().join(&id);
         let guard = TempFile {
             path: Some(path.clone()),
         };
@@ -489,7 +490,7 @@ impl Sink {
             Some(mut s) => {
                 s.file.flush().await?;
                 s.file.get_ref().sync_all().await?;
-                let incoming = self.incoming.clone();
+                let incoming = self.store.incoming_dir().to_path_buf();
                 tokio::task::spawn_blocking(move || sync_dir(&incoming))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;

@@ -317,22 +317,26 @@ enum Find {
 #[async_trait]
 impl Storage for SqliteStore {
     fn webhook(&self, uuid: &str) -> Option<Arc<WebhookRow>> {
-        read_lock(&self.inner.shared.webhooks).get(uuid).cloned()
+        crate::locks::read(&self.inner.shared.webhooks)
+            .get(uuid)
+            .cloned()
     }
 
     fn token(&self, hash: &[u8; 32]) -> Option<TokenAuth> {
-        read_lock(&self.inner.shared.tokens).get(hash).cloned()
+        crate::locks::read(&self.inner.shared.tokens)
+            .get(hash)
+            .cloned()
     }
 
     fn token_by_name(&self, name: &str) -> Option<TokenAuth> {
-        read_lock(&self.inner.shared.tokens)
+        crate::locks::read(&self.inner.shared.tokens)
             .values()
             .find(|t| t.name == name)
             .cloned()
     }
 
     fn accept_unstored_token(&self, hash: [u8; 32], auth: TokenAuth) {
-        write_lock(&self.inner.shared.tokens).insert(hash, auth);
+        crate::locks::write(&self.inner.shared.tokens).insert(hash, auth);
     }
 
     fn public_url(&self) -> &str {
@@ -700,14 +704,6 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // captures, events, executions and deliveries evicts statements it needs again a moment later.
     conn.set_prepared_statement_cache_capacity(128);
     Ok(())
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    crate::locks::read(l)
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    crate::locks::write(l)
 }
 
 /// A store in `dir` for tests, publishing on `bus`.

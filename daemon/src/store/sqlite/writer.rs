@@ -19,7 +19,7 @@ use super::op::{Applied, Effect, Job, Op, Outcome};
 use super::segments::Segments;
 use super::tokens::{self};
 use super::webhooks::{self};
-use super::{Shared, StoreError, write_lock};
+use super::{Shared, StoreError};
 use super::{deliveries, pipelines};
 
 /// Most operations in one transaction; bounds the latency a large batch adds.
@@ -104,16 +104,16 @@ fn commit_batch(
             for effect in applied.effects.drain(..) {
                 match effect {
                     Effect::CacheWebhook(w) => {
-                        write_lock(&shared.webhooks).insert(w.uuid.clone(), w);
+                        crate::locks::write(&shared.webhooks).insert(w.uuid.clone(), w);
                     }
                     Effect::UncacheWebhook(uuid) => {
-                        write_lock(&shared.webhooks).remove(&uuid);
+                        crate::locks::write(&shared.webhooks).remove(&uuid);
                     }
                     Effect::CacheToken(t) => {
-                        write_lock(&shared.tokens).insert(t.hash, t.auth());
+                        crate::locks::write(&shared.tokens).insert(t.hash, t.auth());
                     }
                     Effect::UncacheToken(hash) => {
-                        write_lock(&shared.tokens).remove(&hash);
+                        crate::locks::write(&shared.tokens).remove(&hash);
                     }
                     Effect::PromoteFile(id) => promote.push(id),
                     Effect::DiscardFile(id) => shared.dirs.discard(Some(&id)),
