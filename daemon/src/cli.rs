@@ -50,7 +50,7 @@ pub struct Target {
 
 impl Target {
     /// The base URL and token, with the defaults filled in from the config.
-    fn resolve(&self, over: &Overrides) -> Result<(String, Option<String>), String> {
+    pub(crate) fn resolve(&self, over: &Overrides) -> Result<(String, Option<String>), String> {
         let config = Config::load(over).map_err(|e| e.to_string())?;
         let base = self
             .url

@@ -13,6 +13,7 @@ mod deliver;
 mod error;
 mod events;
 mod http;
+pub mod listen;
 mod locks;
 mod metrics;
 mod pipeline;

@@ -30,6 +30,9 @@ enum Cmd {
     Serve,
     /// Call a command of a running daemon, e.g. `hookd command webhook.put eventKey=webhook.x`.
     Command(CommandArgs),
+    /// Relay a hookd's captured webhooks to an app here, e.g.
+    /// `hookd listen --url https://hooks.example.com --forward-to http://localhost:3000/hook`.
+    Listen(hookd::listen::ListenArgs),
     /// Write a consistent backup of a running daemon (database and bodies) to FILE.
     Backup {
         #[command(flatten)]
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Command(args)) => cli::run(&cli.over, args),
+        Some(Cmd::Listen(args)) => hookd::listen::run(&cli.over, args),
         Some(Cmd::Backup { target, file }) => exit(cli::backup(&cli.over, &target, &file)),
         Some(Cmd::Restore { file }) => exit(cli::restore(&cli.over, &file)),
         Some(Cmd::Config {

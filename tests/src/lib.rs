@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod listen;
 pub mod sink;
 pub mod smtp;
 
@@ -97,6 +98,8 @@ pub struct Daemon {
     /// The admin token.
     pub token: String,
     options: Options,
+    /// Where a restart listens (`127.0.0.1:0` unless it must keep its address).
+    listen: String,
     log: PathBuf,
     tmp: tempfile::TempDir,
     http: reqwest::Client,
@@ -145,6 +148,7 @@ impl Daemon {
             dir,
             token: String::new(),
             options,
+            listen: "127.0.0.1:0".into(),
             log,
             tmp,
             // The daemon closes idle keep-alive connections after its header timeout (10 s);
@@ -165,7 +169,7 @@ impl Daemon {
             .open(&self.log)
             .expect("open log");
         let mut cmd = Command::new(hookd_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--listen", &self.listen, "--data-dir"])
             .arg(&self.dir)
             .args(&self.options.args);
         if let Some(toml) = &self.options.config {
@@ -268,6 +272,13 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Starts the daemon again on the same data dir and the same address, so clients that
+    /// reconnect by themselves find it.
+    pub async fn start_again_at_same_address(&mut self) {
+        self.listen = self.url.trim_start_matches("http://").to_string();
+        self.start_again().await;
+    }
+
     /// An HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
@@ -301,7 +312,6 @@ impl Daemon {
         (status, v)
     }
 
-    /// Calls a command as admin and expects 200.
     /// A new viewer token called `name`.
     pub async fn viewer_token(&self, name: &str) -> String {
         self.ok("token.create", json!({"role": "viewer", "name": name}))
@@ -311,6 +321,7 @@ impl Daemon {
             .to_string()
     }
 
+    /// Calls a command as admin and expects 200.
     pub async fn ok(&self, name: &str, params: Value) -> Value {
         let (status, v) = self.call(name, params.clone()).await;
         assert_eq!(status, 200, "{name} {params}: {v}");

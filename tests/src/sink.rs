@@ -52,7 +52,15 @@ pub struct HttpSink {
 impl HttpSink {
     /// Listens on an ephemeral port.
     pub async fn start() -> HttpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        HttpSink::start_on(0).await
+    }
+
+    /// Listens on `port` of 127.0.0.1 (0: an ephemeral one), e.g. one a client was already
+    /// given while nothing listened there.
+    pub async fn start_on(port: u16) -> HttpSink {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let script: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();

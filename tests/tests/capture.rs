@@ -594,3 +594,28 @@ async fn http2_clients_are_served_and_their_bodies_stored_exactly() {
         assert_eq!(&d.raw("message.body", json!({"id": id})).await.1, body);
     }
 }
+
+#[tokio::test]
+async fn message_get_shows_as_much_of_the_body_as_asked_and_the_whole_bodys_hash() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.limit").await;
+    let body = b"0123456789 small body".to_vec();
+    let id = message_id(&d, &url, "text/plain", body.clone()).await;
+    let m = d.ok("message.get", json!({"id": id, "bodyLimit": 4})).await;
+    assert_eq!(m["body"], "0123");
+    assert_eq!(m["bodyTruncated"], true);
+    // The hash is of the whole body, also when the body shown is cut.
+    assert_eq!(m["sha256"], sha256(&body));
+    let none = d.ok("message.get", json!({"id": id, "bodyLimit": 0})).await;
+    assert_eq!(
+        (none["body"].as_str(), &none["bodyTruncated"]),
+        (Some(""), &json!(true))
+    );
+    let all = d.ok("message.get", json!({"id": id})).await;
+    assert_eq!(all["body"], "0123456789 small body");
+    let (status, v) = d
+        .call("message.get", json!({"id": id, "bodyLimit": 2_000_000}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&v).contains("bodyLimit"), "{v}");
+}

@@ -15,6 +15,8 @@ use hookd_shared::verify::{MASK, VerifyConfig};
 
 /// `message.get` shows at most this much of a body; `message.body` gives all of it.
 const BODY_PREVIEW: u64 = 1024 * 1024;
+/// Bodies up to this size are stored without their hash (computed when read).
+const SMALL_BODY: u64 = crate::receive::INLINE_MAX as u64;
 
 pub(super) fn commands() -> Vec<Command> {
     vec![
@@ -73,6 +75,12 @@ pub(super) fn commands() -> Vec<Command> {
                     kind: Kind::Boolean,
                     required: false,
                     description: "admins: credentials as captured (viewers see them masked)",
+                },
+                Param {
+                    name: "bodyLimit",
+                    kind: Kind::Integer,
+                    required: false,
+                    description: "bytes of the body to include, 0 to 1048576 (default: 1048576)",
                 },
             ],
             handler: |app, call| Box::pin(get(app, call)),
@@ -157,9 +165,19 @@ async fn record(app: &App, id: &str) -> Result<MessageRecord, Error> {
 
 async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?;
+    let limit = match call.params.int("bodyLimit") {
+        None => BODY_PREVIEW,
+        Some(n) if (0..=BODY_PREVIEW as i64).contains(&n) => n as u64,
+        Some(n) => {
+            return Err(Error::InvalidParam(format!(
+                "bodyLimit must be 0 to {BODY_PREVIEW} bytes, got {n}; message.body gives all of a body"
+            )));
+        }
+    };
     let (rec, preview) = app
         .store
-        .message_preview(parse_uuid("id", id)?, BODY_PREVIEW)
+        // Bodies of at most 64 KiB are stored without their hash: read them whole to hash.
+        .message_preview(parse_uuid("id", id)?, limit.max(SMALL_BODY))
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))?;
     let admin = call.caller.as_ref().is_some_and(|c| c.role == Role::Admin);
@@ -170,7 +188,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 .into(),
         ));
     }
-    let mut m = to_message(rec, preview);
+    let mut m = to_message(rec, preview, limit);
     if !raw {
         let verify = app
             .store
@@ -181,12 +199,11 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     json(&m)
 }
 
-/// The API view of a message, given the first bytes of its body.
-fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
-    let truncated = (preview.len() as u64) < rec.summary.size;
+/// The API view of a message, given the first bytes of its body, of which it shows `limit`.
+fn to_message(rec: MessageRecord, mut preview: Vec<u8>, limit: u64) -> Message {
     // Part hashes not stored are computed from the body when all of it is at hand (always, for
     // the bodies of at most 64 KiB stored without them).
-    let whole = (!truncated).then_some(&preview[..]);
+    let whole = ((preview.len() as u64) >= rec.summary.size).then_some(&preview[..]);
     let files = rec
         .parts
         .iter()
@@ -202,6 +219,8 @@ fn to_message(rec: MessageRecord, preview: Vec<u8>) -> Message {
         })
         .collect();
     let sha256 = rec.sha256_hex(whole);
+    preview.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let truncated = (preview.len() as u64) < rec.summary.size;
     let (body, encoding) = encode_body(preview, truncated);
     let content_type = rec.summary.content_type.as_deref().unwrap_or("");
     let form: Vec<(String, String)> = if !rec.parts.is_empty() {
