@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 
+mod listen;
+
 #[derive(Parser)]
 #[command(name = "hookd-bench")]
 struct Cli {
@@ -89,6 +91,16 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// `hookd listen` to a local null app: request-to-app latency at `rate`/s for `seconds`,
+    /// then the drain rate of `backlog` messages that arrived while it was stopped.
+    Listen {
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        #[arg(long, default_value_t = 20_000)]
+        backlog: usize,
+    },
     /// Latency from a receive's 2xx to the event arriving at a connected WebSocket client, at a
     /// fixed request rate.
     StreamLatency {
@@ -103,6 +115,11 @@ enum Cmd {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Listen {
+            rate,
+            seconds,
+            backlog,
+        } => listen::listen(&cli.hookd, rate, seconds, backlog).await,
         Cmd::StreamLatency { rate, seconds } => stream_latency(&cli.hookd, rate, seconds).await,
         Cmd::Counts { data_dir, timeout } => counts(&data_dir, timeout).await,
         Cmd::MultipartBig { mib } => multipart_big(&cli.hookd, mib).await,

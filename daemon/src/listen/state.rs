@@ -1,7 +1,13 @@
 //! Where a listener stopped: the seq of the last event it finished, in a small JSON file written
-//! (to a temporary name, then renamed) after each finished message, so a killed listener
-//! resumes there.
+//! after each finished message, so a killed listener resumes there.
+//!
+//! The file is created whole (a temporary name, then renamed), then rewritten in place with one
+//! write of a fixed length (the JSON padded with spaces): a rename per message cost more than the
+//! forwarding itself, and a single small write is never half done when the process is killed.
 
+use std::cell::RefCell;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +33,12 @@ pub struct State {
     path: PathBuf,
     server: String,
     filters: Filters,
+    /// The file once created, and the length every write has.
+    open: RefCell<Option<(File, usize)>>,
 }
+
+/// Room left in the file for the record to grow (a longer seq).
+const SLACK: usize = 32;
 
 impl State {
     /// The file at `path`, or the default one for this server and these filters.
@@ -40,6 +51,7 @@ impl State {
             path,
             server: server.to_string(),
             filters: filters.clone(),
+            open: RefCell::new(None),
         })
     }
 
@@ -80,15 +92,36 @@ impl State {
             seq,
             updated_at: crate::clock::rfc3339(crate::clock::now_ms()),
         };
-        let text = serde_json::to_string_pretty(&saved).map_err(|e| e.to_string())?;
+        let mut text = serde_json::to_string_pretty(&saved).map_err(|e| e.to_string())?;
+        text.push('\n');
+        let mut open = self.open.borrow_mut();
+        if let Some((file, len)) = open.as_ref()
+            && text.len() <= *len
+        {
+            let mut record = text.into_bytes();
+            record.resize(*len, b' ');
+            return file
+                .write_all_at(&record, 0)
+                .map_err(|e| format!("cannot write {}: {e}", self.path.display()));
+        }
+        let len = text.len() + SLACK;
+        let mut record = text.into_bytes();
+        record.resize(len, b' ');
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let tmp = self.path.with_extension("json.partial");
-        std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::write(&tmp, &record)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        *open = Some((file, len));
+        Ok(())
     }
 }
 
@@ -123,6 +156,14 @@ mod tests {
         s.save(41).expect("save");
         s.save(42).expect("save");
         assert_eq!(s.load(), Ok(Some(42)));
+        // Rewritten in place, also when the record shrinks or grows.
+        s.save(7).expect("save");
+        assert_eq!(s.load(), Ok(Some(7)));
+        s.save(u64::MAX).expect("save");
+        assert_eq!(s.load(), Ok(Some(u64::MAX)));
+        let again = State::new(Some(path.clone()), "http://a", &f).expect("state");
+        again.save(9).expect("save");
+        assert_eq!(s.load(), Ok(Some(9)));
         let other = State::new(Some(path.clone()), "http://b", &f).expect("state");
         assert!(other.load().is_err_and(|e| e.contains("http://a")));
         std::fs::write(&path, "nonsense").expect("write");
