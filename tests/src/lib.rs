@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub mod listen;
 pub mod sink;
 pub mod smtp;
+pub mod tls;
 
 /// Variables that would leak the developer's own settings into a test daemon.
 const HOOKD_VARS: &[&str] = &[

@@ -24,13 +24,20 @@ impl Daemon {
     /// Starts `hookd listen --url <daemon> <args>` with the admin token (unless `args` give
     /// `--token`).
     pub fn listen(&self, args: &[&str]) -> Listener {
+        self.listen_via(&self.url, args, &[])
+    }
+
+    /// Starts `hookd listen --url <url> <args>` (`url` leading to this daemon, e.g. through a
+    /// TLS proxy) with extra environment variables.
+    pub fn listen_via(&self, url: &str, args: &[&str], env: &[(&str, &str)]) -> Listener {
         let mut cmd = Command::new(hookd_bin());
         for v in HOOKD_VARS {
             cmd.env_remove(v);
         }
+        cmd.envs(env.iter().copied());
         cmd.arg("listen")
             .arg("--url")
-            .arg(&self.url)
+            .arg(url)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

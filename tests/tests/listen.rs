@@ -4,6 +4,7 @@
 use hmac::{Hmac, Mac};
 use hookd_e2e::listen::Listener;
 use hookd_e2e::sink::{HttpSink, Received, Reply};
+use hookd_e2e::tls::TlsFront;
 use hookd_e2e::{Daemon, Options, noise};
 use serde_json::{Value, json};
 
@@ -443,4 +444,31 @@ async fn events_pruned_while_away_are_counted_and_the_rest_forwarded() {
     let note = l.note("could not be relayed").await;
     assert!(note.contains("15 events"), "{note}");
     assert_eq!(ids(&mut sink, 5).await, sent[15..]);
+}
+
+#[tokio::test]
+async fn https_servers_are_checked_against_the_system_roots() {
+    let d = Daemon::start().await;
+    let (url, _) = d.webhook("webhook.tls").await;
+    let front = TlsFront::start(d.tmp(), d.url.trim_start_matches("http://")).await;
+    let mut sink = HttpSink::start().await;
+    let state = state_file(&d, "s.json");
+    let app = sink.url.clone();
+    let args = [
+        "--forward-to",
+        &app,
+        "--json",
+        "--state",
+        &state,
+        "--since",
+        "all",
+    ];
+    let ca = front.ca.display().to_string();
+    // Trusted (the test CA is the system's roots here): the stream and message.get go over TLS.
+    let _l = d.listen_via(&front.url, &args, &[("SSL_CERT_FILE", &ca)]);
+    let id = post(&d, &url, "over tls").await;
+    assert_eq!(ids(&mut sink, 1).await, vec![id]);
+    // Untrusted: refused, and the error says why.
+    let mut untrusted = d.listen_via(&front.url, &args, &[("SSL_CERT_FILE", "/nonexistent")]);
+    untrusted.note("certificate").await;
 }

@@ -104,24 +104,9 @@ impl Forwarder {
                 Answer::Status(status)
             }
             Err(e) if e.is_timeout() => Answer::Failed("timed out".into()),
-            Err(e) => Answer::Failed(describe(&e)),
+            Err(e) => Answer::Failed(super::error_chain(&e)),
         }
     }
-}
-
-/// A reqwest error with its causes, e.g. "error sending request: connection refused".
-fn describe(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The captured headers to send on, in their order.

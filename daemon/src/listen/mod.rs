@@ -80,6 +80,21 @@ pub struct ListenArgs {
     pub timeout: Duration,
 }
 
+/// A reqwest error with its causes, e.g. "error sending request: connection refused".
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// 1 s, doubling to 30 s.
 pub(crate) struct Backoff {
     next: Duration,

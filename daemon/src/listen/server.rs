@@ -48,10 +48,13 @@ impl Server {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("cannot reach {}: {e}", self.base)))?;
+        let resp = req.send().await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "cannot reach {}: {}",
+                self.base,
+                super::error_chain(&e)
+            ))
+        })?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
