@@ -38,9 +38,9 @@ async fn ids(sink: &mut HttpSink, n: usize) -> Vec<String> {
     out
 }
 
-/// A listener of every message of `d` to `sink`, reporting in JSON, with its state in `state`.
-fn listener(d: &Daemon, sink: &HttpSink, state: &str, extra: &[&str]) -> Listener {
-    let mut args = vec!["--forward-to", &sink.url, "--json", "--state", state];
+/// A listener of every message of `d` to `app`, reporting in JSON, with its state in `state`.
+fn listener(d: &Daemon, app: &str, state: &str, extra: &[&str]) -> Listener {
+    let mut args = vec!["--forward-to", app, "--json", "--state", state];
     args.extend_from_slice(extra);
     d.listen(&args)
 }
@@ -56,17 +56,12 @@ async fn json_binary_and_multipart_arrive_byte_identical_with_their_headers() {
     let mut sink = HttpSink::start().await;
     let forward_to = format!("{}/webhooks/github?app=1", sink.url);
     let state = state_file(&d, "state.json");
-    let mut l = d.listen(&[
-        "--forward-to",
+    let mut l = listener(
+        &d,
         &forward_to,
-        "--json",
-        "--state",
         &state,
-        "--since",
-        "now",
-        "--header",
-        "X-Extra: yes",
-    ]);
+        &["--since", "now", "--header", "X-Extra: yes"],
+    );
     l.note("starting after event").await;
 
     // GitHub-signed JSON, with a query of its own.
@@ -207,10 +202,15 @@ async fn webhook_and_event_key_filters_forward_only_what_they_name() {
     let mut by_key = HttpSink::start().await;
     let s1 = state_file(&d, "a.json");
     let s2 = state_file(&d, "b.json");
-    let _l1 = listener(&d, &by_webhook, &s1, &["--since", "all", "--webhook", &a]);
+    let _l1 = listener(
+        &d,
+        &by_webhook.url,
+        &s1,
+        &["--since", "all", "--webhook", &a],
+    );
     let _l2 = listener(
         &d,
-        &by_key,
+        &by_key.url,
         &s2,
         &["--since", "all", "--event-key", "git.#"],
     );
@@ -229,7 +229,7 @@ async fn a_killed_listener_resumes_with_exactly_what_it_missed_in_order() {
     let (url, _) = d.webhook("webhook.resume").await;
     let mut sink = HttpSink::start().await;
     let state = state_file(&d, "state.json");
-    let mut l = listener(&d, &sink, &state, &[]);
+    let mut l = listener(&d, &sink.url, &state, &[]);
     // First run of this listener: `last` means now.
     l.note("starting after event").await;
     let first = post(&d, &url, "first").await;
@@ -241,7 +241,7 @@ async fn a_killed_listener_resumes_with_exactly_what_it_missed_in_order() {
     for i in 0..50 {
         missed.push(post(&d, &url, &format!("while away {i}")).await);
     }
-    let _l = listener(&d, &sink, &state, &[]);
+    let _l = listener(&d, &sink.url, &state, &[]);
     assert_eq!(ids(&mut sink, 50).await, missed);
     // Nothing twice: the next request is the next message.
     let after = post(&d, &url, "after").await;
@@ -251,7 +251,7 @@ async fn a_killed_listener_resumes_with_exactly_what_it_missed_in_order() {
     let mut now_sink = HttpSink::start().await;
     let mut l_now = listener(
         &d,
-        &now_sink,
+        &now_sink.url,
         &state_file(&d, "now.json"),
         &["--since", "now"],
     );
@@ -261,7 +261,7 @@ async fn a_killed_listener_resumes_with_exactly_what_it_missed_in_order() {
     let mut all_sink = HttpSink::start().await;
     let _l_all = listener(
         &d,
-        &all_sink,
+        &all_sink.url,
         &state_file(&d, "all.json"),
         &["--since", "all"],
     );
@@ -287,15 +287,7 @@ async fn a_failing_app_gets_the_message_again_until_it_answers_and_order_holds()
         .port();
     let forward_to = format!("http://127.0.0.1:{port}/hook");
     let state = state_file(&d, "state.json");
-    let mut l = d.listen(&[
-        "--forward-to",
-        &forward_to,
-        "--json",
-        "--state",
-        &state,
-        "--since",
-        "all",
-    ]);
+    let mut l = listener(&d, &forward_to, &state, &["--since", "all"]);
     let m1 = post(&d, &url, "one").await;
     let m2 = post(&d, &url, "two").await;
     let down = l.next_json().await;
@@ -347,7 +339,12 @@ async fn a_4xx_is_reported_and_the_listener_moves_on() {
     let (url, _) = d.webhook("webhook.refused").await;
     let mut sink = HttpSink::start().await;
     sink.script([Reply::Status(422)]);
-    let mut l = listener(&d, &sink, &state_file(&d, "s.json"), &["--since", "all"]);
+    let mut l = listener(
+        &d,
+        &sink.url,
+        &state_file(&d, "s.json"),
+        &["--since", "all"],
+    );
     let m1 = post(&d, &url, "bad").await;
     let m2 = post(&d, &url, "good").await;
     assert_eq!(ids(&mut sink, 2).await, [m1.clone(), m2.clone()]);
@@ -368,7 +365,12 @@ async fn a_server_restart_while_listening_loses_and_repeats_nothing() {
     let mut d = Daemon::start().await;
     let (url, _) = d.webhook("webhook.restart").await;
     let mut sink = HttpSink::start().await;
-    let mut l = listener(&d, &sink, &state_file(&d, "s.json"), &["--since", "all"]);
+    let mut l = listener(
+        &d,
+        &sink.url,
+        &state_file(&d, "s.json"),
+        &["--since", "all"],
+    );
     let mut sent = Vec::new();
     for i in 0..5 {
         sent.push(post(&d, &url, &format!("before {i}")).await);
@@ -395,7 +397,7 @@ async fn a_wrong_token_or_an_unknown_webhook_exits_2_before_forwarding_anything(
     let state = state_file(&d, "s.json");
     let mut wrong = listener(
         &d,
-        &sink,
+        &sink.url,
         &state,
         &["--since", "all", "--token", "not-a-token"],
     );
@@ -406,14 +408,19 @@ async fn a_wrong_token_or_an_unknown_webhook_exits_2_before_forwarding_anything(
         wrong.stderr().await
     );
     let unknown = "0b0e4a38-4c62-4b55-9f4e-6d8a5b2f3c11";
-    let mut missing = listener(&d, &sink, &state, &["--since", "all", "--webhook", unknown]);
+    let mut missing = listener(
+        &d,
+        &sink.url,
+        &state,
+        &["--since", "all", "--webhook", unknown],
+    );
     assert_eq!(missing.exit_code().await, 2);
     assert!(missing.stderr().await.contains(unknown));
     // A viewer token is enough.
     let viewer = d.viewer_token("laptop").await;
     let _ok = listener(
         &d,
-        &sink,
+        &sink.url,
         &state,
         &["--since", "all", "--webhook", &uuid, "--token", &viewer],
     );
@@ -428,7 +435,7 @@ async fn events_pruned_while_away_are_counted_and_the_rest_forwarded() {
     let (url, _) = d.webhook("webhook.pruned").await;
     let mut sink = HttpSink::start().await;
     let state = state_file(&d, "s.json");
-    let mut l = listener(&d, &sink, &state, &[]);
+    let mut l = listener(&d, &sink.url, &state, &[]);
     l.note("starting after event").await;
     let first = post(&d, &url, "first").await;
     assert_eq!(ids(&mut sink, 1).await, vec![first]);
@@ -440,7 +447,7 @@ async fn events_pruned_while_away_are_counted_and_the_rest_forwarded() {
         sent.push(post(&d, &url, &format!("m{i}")).await);
     }
     d.ok("store.prune", json!({})).await;
-    let mut l = listener(&d, &sink, &state, &[]);
+    let mut l = listener(&d, &sink.url, &state, &[]);
     let note = l.note("could not be relayed").await;
     assert!(note.contains("15 events"), "{note}");
     assert_eq!(ids(&mut sink, 5).await, sent[15..]);

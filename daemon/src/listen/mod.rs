@@ -551,29 +551,17 @@ async fn deliver(
     loop {
         attempt += 1;
         let started = Instant::now();
-        let answer = match &body {
-            Some(b) => {
-                forwarder
-                    .send(
-                        msg,
-                        reqwest::Body::from(b.clone()),
-                        masked.load(Ordering::Relaxed),
-                    )
-                    .await
-            }
+        let sending = match &body {
+            Some(b) => Ok(reqwest::Body::from(b.clone())),
             None => match server.body(&msg.summary.id).await {
-                Ok(resp) => {
-                    forwarder
-                        .send(
-                            msg,
-                            reqwest::Body::wrap_stream(resp.bytes_stream()),
-                            masked.load(Ordering::Relaxed),
-                        )
-                        .await
-                }
+                Ok(resp) => Ok(reqwest::Body::wrap_stream(resp.bytes_stream())),
                 Err(ApiError::Refused { status: 404, .. }) => return Done::Gone,
-                Err(e) => Answer::Failed(format!("cannot read the body from the server: {e}")),
+                Err(e) => Err(format!("cannot read the body from the server: {e}")),
             },
+        };
+        let answer = match sending {
+            Ok(b) => forwarder.send(msg, b, masked.load(Ordering::Relaxed)).await,
+            Err(e) => Answer::Failed(e),
         };
         let took = started.elapsed();
         let outcome = match &answer {
