@@ -392,7 +392,16 @@ async fn a_server_restart_while_listening_loses_and_repeats_nothing() {
 async fn a_wrong_token_or_an_unknown_webhook_exits_2_before_forwarding_anything() {
     let d = Daemon::start().await;
     let (url, uuid) = d.webhook("webhook.x").await;
-    post(&d, &url, "already here").await;
+    send(
+        &d,
+        &url,
+        &[
+            ("authorization", "Bearer the-senders-secret"),
+            ("x-kept", "1"),
+        ],
+        b"already here".to_vec(),
+    )
+    .await;
     let mut sink = HttpSink::start().await;
     let state = state_file(&d, "s.json");
     let mut wrong = listener(
@@ -426,7 +435,22 @@ async fn a_wrong_token_or_an_unknown_webhook_exits_2_before_forwarding_anything(
     );
     let got = sink.next().await;
     assert_eq!(got.body, b"already here");
+    // What hookd masks for viewers is left out, not sent masked; the rest is sent.
+    assert_eq!(got.header("authorization"), None);
+    assert_eq!(got.header("x-kept"), Some("1"));
     assert!(sink.pending().is_empty());
+    // An admin's listener forwards the credential as captured.
+    let mut admin_sink = HttpSink::start().await;
+    let _admin = listener(
+        &d,
+        &admin_sink.url,
+        &state_file(&d, "admin.json"),
+        &["--since", "all"],
+    );
+    assert_eq!(
+        admin_sink.next().await.header("authorization"),
+        Some("Bearer the-senders-secret")
+    );
 }
 
 #[tokio::test]
