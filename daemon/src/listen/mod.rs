@@ -80,19 +80,20 @@ pub struct ListenArgs {
     pub timeout: Duration,
 }
 
-/// A reqwest error with its causes, e.g. "error sending request: connection refused".
+/// What went wrong with a request, in a few words: its innermost cause (reqwest's own message
+/// repeats the URL), e.g. "cannot connect: Connection refused (os error 111)".
 pub(crate) fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
+    let mut cause = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
+        cause = s.to_string();
         source = s.source();
     }
-    out
+    if e.is_connect() {
+        format!("cannot connect: {cause}")
+    } else {
+        cause
+    }
 }
 
 /// 1 s, doubling to 30 s.
