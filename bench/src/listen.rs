@@ -102,8 +102,15 @@ async fn start_listener(
     Ok(child)
 }
 
-pub async fn listen(bin: &Path, rate: u32, seconds: u32, backlog: usize) -> Result<()> {
-    let d = Daemon::start(bin, &["--max-body", "101MiB"]).await?;
+pub async fn listen(
+    bin: &Path,
+    rate: u32,
+    seconds: u32,
+    backlog: usize,
+    big_mib: usize,
+) -> Result<()> {
+    let limit = format!("{}MiB", big_mib + 1);
+    let d = Daemon::start(bin, &["--max-body", &limit]).await?;
     let w = d
         .call("webhook.put", json!({"eventKey": "webhook.bench.listen"}))
         .await?;
@@ -175,21 +182,21 @@ pub async fn listen(bin: &Path, rate: u32, seconds: u32, backlog: usize) -> Resu
         bail!("drained {got} of {backlog}");
     }
 
-    // A 100 MiB capture streams through: the listener's peak memory barely moves.
+    // A large capture streams through: the listener's peak memory barely moves.
     let pid = listener.id().unwrap_or(0);
     let (_, before) = crate::rss(pid);
-    let big = vec![0x5au8; 100 << 20];
+    let big = vec![0x5au8; big_mib << 20];
     let started = Instant::now();
     let r = d.http.post(&url).body(big).send().await?;
     if !r.status().is_success() {
-        bail!("the 100 MiB post got {}", r.status());
+        bail!("the {big_mib} MiB post got {}", r.status());
     }
     tokio::time::timeout(Duration::from_secs(120), arrivals.recv())
         .await
-        .context("the 100 MiB message did not arrive")?;
+        .context("the large message did not arrive")?;
     let (_, after) = crate::rss(pid);
     println!(
-        "listen-big size=100MiB post+relay={:.2}s listener_peak_rss before={:.1}MiB after={:.1}MiB",
+        "listen-big size={big_mib}MiB post+relay={:.2}s listener_peak_rss before={:.1}MiB after={:.1}MiB",
         started.elapsed().as_secs_f64(),
         before as f64 / 1024.0,
         after as f64 / 1024.0

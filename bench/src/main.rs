@@ -100,6 +100,9 @@ enum Cmd {
         seconds: u32,
         #[arg(long, default_value_t = 20_000)]
         backlog: usize,
+        /// The size of the one large message relayed last.
+        #[arg(long, default_value_t = 100)]
+        big_mib: usize,
     },
     /// Latency from a receive's 2xx to the event arriving at a connected WebSocket client, at a
     /// fixed request rate.
@@ -119,7 +122,8 @@ async fn main() -> Result<()> {
             rate,
             seconds,
             backlog,
-        } => listen::listen(&cli.hookd, rate, seconds, backlog).await,
+            big_mib,
+        } => listen::listen(&cli.hookd, rate, seconds, backlog, big_mib).await,
         Cmd::StreamLatency { rate, seconds } => stream_latency(&cli.hookd, rate, seconds).await,
         Cmd::Counts { data_dir, timeout } => counts(&data_dir, timeout).await,
         Cmd::MultipartBig { mib } => multipart_big(&cli.hookd, mib).await,
