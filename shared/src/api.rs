@@ -317,6 +317,10 @@ pub struct Execution {
     pub body_truncated: bool,
     /// Index (from 0) of the step that failed the run.
     pub error_step: Option<u32>,
+    /// Why `body` and some steps' logs and errors are left out: the run used a command this
+    /// caller may not (what it returned is for the roles that may run it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<String>,
 }
 
 /// What one step of a run did.

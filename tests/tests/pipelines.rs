@@ -645,11 +645,8 @@ async fn a_token_a_run_creates_is_never_recorded() {
     let token = r["body"]["token"]
         .as_str()
         .expect("the caller sees the token");
-    let viewer = d.viewer_token("v").await;
-    let (status, e) = d
-        .call_as(&viewer, "execution.get", json!({"id": r["executionId"]}))
-        .await;
-    assert_eq!(status, 200);
+    // The record itself holds a mask, even as an admin reads it.
+    let e = d.ok("execution.get", json!({"id": r["executionId"]})).await;
     let seen = e.to_string();
     assert!(
         !seen.contains(token),
@@ -659,6 +656,58 @@ async fn a_token_a_run_creates_is_never_recorded() {
     let masked = e["body"]["token"].as_str().expect("masked token");
     let (status, _) = d.call_as(masked, "token.list", json!({})).await;
     assert_eq!(status, 401, "what the record shows is not a token");
+    // A viewer sees neither the token nor its mask: token.create is an admin's command.
+    let viewer = d.viewer_token("v").await;
+    let (status, v) = d
+        .call_as(&viewer, "execution.get", json!({"id": r["executionId"]}))
+        .await;
+    assert_eq!(status, 200);
+    let seen = v.to_string();
+    assert!(!seen.contains(token) && !seen.contains("made"), "{seen}");
+    assert_eq!(v["body"], Value::Null);
+}
+
+/// Issue 29: what an admin-only command returned in a run is the admin's. A viewer's
+/// `execution.get` shows the steps' statuses but not the final body or what was logged from that
+/// step on; an admin sees all of it.
+#[tokio::test]
+async fn a_viewer_does_not_see_what_admin_only_commands_returned_in_a_run() {
+    let d = Daemon::start().await;
+    d.ok(
+        "token.create",
+        json!({"role": "viewer", "name": "listed-by-a-run"}),
+    )
+    .await;
+    let r = d
+        .ok(
+            "pipeline.run",
+            json!({"pipeline": "pipeline:\n  - log:\n      message: before\n  - iam.run.as:\n      username: admin\n  - token.list\n  - log:\n      message: \"tokens ${body}\"\n"}),
+        )
+        .await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let id = &r["executionId"];
+    let admin = d.ok("execution.get", json!({"id": id})).await;
+    assert!(admin.to_string().contains("listed-by-a-run"), "{admin}");
+    assert!(admin.get("hidden").is_none(), "{admin}");
+    let viewer = d.viewer_token("v").await;
+    let (status, e) = d.call_as(&viewer, "execution.get", json!({"id": id})).await;
+    assert_eq!(status, 200);
+    assert!(
+        !e.to_string().contains("listed-by-a-run"),
+        "a viewer sees what token.list returned: {e}"
+    );
+    assert_eq!(e["body"], Value::Null);
+    assert!(
+        e["hidden"]
+            .as_str()
+            .is_some_and(|h| h.contains("token.list")),
+        "{e}"
+    );
+    let steps = e["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4);
+    assert_eq!(steps[0]["log"], json!(["before"]), "what came before stays");
+    assert!(steps.iter().all(|s| s["status"] == "ok"), "{e}");
+    assert!(steps[3].get("log").is_none(), "{e}");
 }
 
 /// Waits (bounded) until process `pid` is gone; false if it is still there after 10 s.

@@ -198,6 +198,7 @@ pub fn execution_detail() -> hookd_shared::Execution {
         body: Some(serde_json::json!({"lead": {"name": "Ada"}})),
         body_truncated: false,
         error_step: Some(2),
+        hidden: None,
     }
 }
 

@@ -435,7 +435,50 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
             Err(e) => tracing::warn!("the final body of execution {id} cannot be rebuilt: {e}"),
         }
     }
+    let role = call.caller.as_ref().map(|c| c.role);
+    hide_beyond_role(&mut detail, role, |command| {
+        app.registry.get(command).and_then(|c| c.role)
+    });
     json(&detail)
+}
+
+/// Leaves out what a run got from commands the caller's `role` may not run (an admin-only
+/// command's answer is the admin's): from the first such step that ran, the steps' logs and
+/// errors (they may quote it), and the final body. `needs` says which role a command needs.
+fn hide_beyond_role(
+    detail: &mut hookd_shared::Execution,
+    role: Option<Role>,
+    needs: impl Fn(&str) -> Option<Role>,
+) {
+    let allowed = |needed: Option<Role>| match needed {
+        None => true,
+        Some(Role::Viewer) => role.is_some(),
+        Some(Role::Admin) => role == Some(Role::Admin),
+    };
+    let Some(first) = detail
+        .steps
+        .iter()
+        .position(|s| s.status != "skipped" && !allowed(needs(&s.command)))
+    else {
+        return;
+    };
+    let command = detail.steps[first].command.clone();
+    for step in &mut detail.steps[first..] {
+        step.log.clear();
+        step.error = step.error.as_ref().map(|_| "(hidden)".to_string());
+    }
+    if detail.error_step.is_some_and(|i| i as usize >= first) {
+        detail.summary.error = detail
+            .summary
+            .error
+            .as_ref()
+            .map(|_| "(hidden)".to_string());
+    }
+    detail.body = None;
+    detail.hidden = Some(format!(
+        "the run used {command}, which this token may not run: its results, the final body and \
+         what later steps logged are shown to tokens that may"
+    ));
 }
 
 async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
@@ -611,4 +654,63 @@ async fn replay_one(app: &App, m: &MessageSummary, seq: i64) -> Result<Vec<Strin
     app.store
         .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(steps: &[(&str, &str)]) -> hookd_shared::Execution {
+        let steps: Vec<Value> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (command, status))| {
+                json!({"index": i, "command": command, "line": i + 2, "status": status,
+                       "durationMs": 0, "log": [format!("log {i}")], "error": "quoted"})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "id": "x", "pipeline": "p", "status": "failed", "trigger": "manual",
+            "eventKey": null, "messageId": null, "replayOf": null, "runAs": "admin",
+            "createdAt": "t", "startedAt": null, "finishedAt": null, "durationMs": null,
+            "error": "quoted", "traceId": "t", "depth": 0, "steps": steps,
+            "body": {"secret": 1}, "bodyTruncated": false, "errorStep": 2
+        }))
+        .expect("an execution")
+    }
+
+    fn needs(command: &str) -> Option<Role> {
+        match command {
+            "token.list" => Some(Role::Admin),
+            "message.list" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn what_an_admin_only_step_returned_is_hidden_from_viewers_only() {
+        let steps = [("log", "ok"), ("token.list", "ok"), ("log", "failed")];
+        let mut e = run(&steps);
+        hide_beyond_role(&mut e, Some(Role::Viewer), needs);
+        assert_eq!(e.body, None);
+        assert!(
+            e.hidden
+                .as_deref()
+                .is_some_and(|h| h.contains("token.list"))
+        );
+        assert_eq!(e.steps[0].log, ["log 0"]);
+        assert!(e.steps[1].log.is_empty() && e.steps[2].log.is_empty());
+        assert_eq!(e.steps[2].error.as_deref(), Some("(hidden)"));
+        assert_eq!(e.summary.error.as_deref(), Some("(hidden)"));
+
+        let mut admin = run(&steps);
+        hide_beyond_role(&mut admin, Some(Role::Admin), needs);
+        assert_eq!(admin, run(&steps));
+
+        // A skipped admin-only step returned nothing; viewer commands are a viewer's to see.
+        let quiet = [("token.list", "skipped"), ("message.list", "ok")];
+        let mut v = run(&quiet);
+        hide_beyond_role(&mut v, Some(Role::Viewer), needs);
+        assert_eq!(v, run(&quiet));
+    }
 }

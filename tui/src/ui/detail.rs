@@ -290,6 +290,13 @@ pub fn execution(app: &App) -> Vec<Line<'static>> {
         let text = serde_json::to_string(b).unwrap_or_default();
         out.extend(highlight::json(&text).unwrap_or_else(|| vec![Line::raw(text)]));
     }
+    if let Some(why) = &e.hidden {
+        out.push(section("Final body"));
+        out.push(Line::from(Span::styled(
+            format!("hidden: {why}"),
+            style::DIM,
+        )));
+    }
     out.push(Line::raw(""));
     out.push(Line::from("Enter its message · r replay its message").dim());
     out

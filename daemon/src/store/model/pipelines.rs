@@ -166,6 +166,7 @@ impl ExecutionRow {
                 .and_then(|b| serde_json::from_str(b).ok()),
             body_truncated: self.body_truncated,
             error_step: self.error_step,
+            hidden: None,
         }
     }
 }
