@@ -437,6 +437,9 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
     }
     let role = call.caller.as_ref().map(|c| c.role);
     hide_beyond_role(&mut detail, role, |command| {
+        if crate::pipeline::builtins::NO_RESULT.contains(&command) {
+            return None;
+        }
         app.registry.get(command).and_then(|c| c.role)
     });
     json(&detail)

@@ -7,6 +7,10 @@ use hookd_shared::Role;
 use crate::commands::{Command, Kind, Param};
 use crate::error::Error;
 
+/// Builtins that steer a run and give it no result: what a caller may see of a run never
+/// depends on whether they ran (`event.listen` is admin-only to store, not to watch).
+pub const NO_RESULT: &[&str] = &["event.listen", "iam.run.as"];
+
 fn only_in_pipelines(
     _: std::sync::Arc<crate::app::App>,
     _: crate::commands::Call,
