@@ -86,20 +86,9 @@ async fn json_binary_and_multipart_arrive_byte_identical_with_their_headers() {
     let mut small = b"\x00\xff\xfe not UTF-8 \xc3\x28 \x00".to_vec();
     small.extend(noise(1000, 7));
     let large = noise(3 * 1024 * 1024 + 17, 8);
-    let small_id = send(
-        &d,
-        &url,
-        &[("content-type", "application/octet-stream")],
-        small.clone(),
-    )
-    .await;
-    let large_id = send(
-        &d,
-        &url,
-        &[("content-type", "application/octet-stream")],
-        large.clone(),
-    )
-    .await;
+    let binary = [("content-type", "application/octet-stream")];
+    let small_id = send(&d, &url, &binary, small.clone()).await;
+    let large_id = send(&d, &url, &binary, large.clone()).await;
     // Multipart with two files.
     let mut multipart = Vec::new();
     for (name, file, bytes) in [

@@ -418,8 +418,17 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
         ))
     })?;
     let mut detail = row.detail();
-    // A run that left its message event unchanged stored how to rebuild it, not a copy.
-    if let (Some(payload_type), Some(seq)) = (row.body_from, row.message_seq) {
+    let role = call.caller.as_ref().map(|c| c.role);
+    hide_beyond_role(&mut detail, role, |command| {
+        if crate::pipeline::builtins::NO_RESULT.contains(&command) {
+            return None;
+        }
+        app.registry.get(command).and_then(|c| c.role)
+    });
+    // A run that left its message event unchanged stored how to rebuild it, not a copy (not
+    // rebuilt when this caller may not see it).
+    if let (Some(payload_type), Some(seq), None) = (row.body_from, row.message_seq, &detail.hidden)
+    {
         let rebuilt =
             crate::pipeline::dispatch::message_event(&app, seq, &row.trace_id, Some(payload_type))
                 .await;
@@ -435,13 +444,6 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
             Err(e) => tracing::warn!("the final body of execution {id} cannot be rebuilt: {e}"),
         }
     }
-    let role = call.caller.as_ref().map(|c| c.role);
-    hide_beyond_role(&mut detail, role, |command| {
-        if crate::pipeline::builtins::NO_RESULT.contains(&command) {
-            return None;
-        }
-        app.registry.get(command).and_then(|c| c.role)
-    });
     json(&detail)
 }
 
