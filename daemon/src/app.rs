@@ -4,39 +4,35 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::Registry;
+use crate::burst::Burst;
+use crate::commands::{Context, Ctx};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::Bus;
+use crate::pipeline::{Env, Runtime};
+use crate::receive::Receiver;
+use crate::receive::limits::Limits;
 use crate::store::{Store, StoreConfig, StoreError};
+use crate::stream::Streams;
 
-/// The daemon's shared state.
+/// The daemon, wired: each part gets only what it uses, and this is where they meet.
 pub struct App {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub store: Store,
-    pub bus: Bus,
-    pub registry: Registry,
+    /// What command handlers are given; pipelines call commands through it too.
+    pub commands: Ctx,
+    /// What `webhook.receive` uses.
+    pub receiver: Receiver,
+    /// The event stream's sessions.
+    pub streams: Arc<Streams>,
     /// Where the generated admin token is, when there is one.
     pub admin_token_file: Option<PathBuf>,
     /// Cancelled when the daemon stops; long-lived tasks (stream sessions) watch it.
     pub shutdown: CancellationToken,
-    /// One permit per event stream client.
-    pub stream_permits: Arc<Semaphore>,
-    /// Compiled pipelines and their listeners.
-    pub pipelines: crate::pipeline::Runtime,
-    /// Outgoing webhooks.
-    pub deliverer: crate::deliver::Deliverer,
-    /// Rate limits of the receive path.
-    pub limits: crate::receive::limits::Limits,
-    /// Whether a burst is being received (pipeline runs step aside).
-    pub burst: Arc<crate::receive::burst::Burst>,
-    /// One permit per program `exec` runs at once (`[pipeline] programs`).
-    pub programs: Semaphore,
     /// The Prometheus recorder, when `[metrics] enabled`.
-    pub metrics: Option<crate::metrics::Metrics>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// `[metrics] listen`, bound at start-up (so a busy port fails the start) until served.
     pub metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
@@ -106,140 +102,92 @@ impl App {
             crate::auth::bootstrap(&store, &config.data_dir, config.admin_token.as_deref())
                 .await
                 .map_err(OpenError::Auth)?;
-        let registry = Registry::default();
-        let pipelines = crate::pipeline::Runtime::load(&store, &registry)
+        let config = Arc::new(config);
+        let shutdown = CancellationToken::new();
+        let registry = Arc::new(crate::commands::registry());
+        // `nice = 0` asks for runs that compete equally with receiving: no stepping aside.
+        let burst = Burst::new(if config.pipeline.nice == 0 {
+            0
+        } else {
+            BURST_RECEIVES
+        });
+        let pipelines = Arc::new(
+            Runtime::load(
+                store.clone(),
+                &*registry,
+                config.pipeline.clone(),
+                burst.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|cause| OpenError::Store {
+                dir: config.data_dir.clone(),
+                cause,
+            })?,
+        );
+        let deliverer = Arc::new(
+            crate::deliver::Deliverer::new(&config, store.clone()).map_err(OpenError::Deliver)?,
+        );
+        let metrics = if config.metrics.enabled {
+            crate::metrics::Metrics::install().map(Arc::new)
+        } else {
+            None
+        };
+        let limits = Arc::new(Limits::default());
+        let commands: Ctx = Arc::new(Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            config: config.clone(),
+            deliverer: deliverer.clone(),
+            pipelines: pipelines.clone(),
+            limits: limits.clone(),
+            burst: burst.clone(),
+            registry,
+        });
+        let receiver = Receiver {
+            store: store.clone(),
+            config: config.clone(),
+            limits,
+            burst: burst.clone(),
+            pipelines: pipelines.clone(),
+            metrics: metrics.clone(),
+        };
+        let streams = Arc::new(Streams::new(
+            store.clone(),
+            bus,
+            config.events.max_clients,
+            shutdown.clone(),
+        ));
+        let env = Env {
+            runtime: pipelines,
+            commands: Arc::new(commands.clone()),
+        };
+        crate::pipeline::dispatch::start(&env)
             .await
             .map_err(|cause| OpenError::Store {
                 dir: config.data_dir.clone(),
                 cause,
             })?;
-        let deliverer = crate::deliver::Deliverer::new(&config).map_err(OpenError::Deliver)?;
-        let metrics = if config.metrics.enabled {
-            crate::metrics::Metrics::install()
-        } else {
-            None
-        };
-        let app = Arc::new(App {
+        tokio::spawn(crate::deliver::run(deliverer, shutdown.clone()));
+        // One pass before serving, so `?since=` already sees a log within the limits.
+        crate::prune::events_once(&store, &config.events).await;
+        tokio::spawn(crate::prune::run(
+            store.clone(),
+            burst,
+            config.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Arc::new(App {
             metrics,
             metrics_listener: std::sync::Mutex::new(metrics_listener),
-            limits: crate::receive::limits::Limits::default(),
-            // `nice = 0` asks for runs that compete equally with receiving: no stepping aside.
-            burst: crate::receive::burst::Burst::new(if config.pipeline.nice == 0 {
-                0
-            } else {
-                BURST_RECEIVES
-            }),
-            deliverer,
-            stream_permits: Arc::new(Semaphore::new(config.events.max_clients)),
-            programs: Semaphore::new(config.pipeline.programs),
+            commands,
+            receiver,
+            streams,
             config,
             store,
-            bus,
-            registry,
             admin_token_file,
-            shutdown: CancellationToken::new(),
-            pipelines,
-        });
-        crate::pipeline::dispatch::start(&app)
-            .await
-            .map_err(|cause| OpenError::Store {
-                dir: app.config.data_dir.clone(),
-                cause,
-            })?;
-        tokio::spawn(crate::deliver::run(app.clone()));
-        // One pass before serving, so `?since=` already sees a log within the limits.
-        prune_once(&app).await;
-        tokio::spawn(prune_events(app.clone()));
-        Ok(app)
-    }
-}
-
-/// Keeps the event log within `[events] maxCount` and `maxAge`, and everything else within
-/// `[retention]`, every `[retention] interval`.
-async fn prune_events(app: Arc<App>) {
-    let mut tick = tokio::time::interval(app.config.retention.interval);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                prune_once(&app).await;
-                prune_retained(&app).await;
-            }
-            () = app.shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Share of the writer's time a large prune takes while requests are being received: after a
-/// chunk that took `d`, it waits `PRUNE_PAUSE * d`. Back to back, chunks halved the receive rate
-/// of a concurrent load; at one in five it is within docs/BENCHMARKS.md's 0.8x (issue 22). With
-/// nothing being received, chunks follow each other at once.
-const PRUNE_PAUSE: u32 = 4;
-
-/// Prunes by retention chunk by chunk, stepping aside for receives (see [`PRUNE_PAUSE`]).
-pub async fn prune_paced(
-    app: &App,
-    grace: std::time::Duration,
-) -> Result<crate::store::retention::Pruned, StoreError> {
-    let burst = app.burst.clone();
-    crate::store::prune_all(&*app.store, grace, move |took| {
-        if burst.receiving() > 0 {
-            took * PRUNE_PAUSE
-        } else {
-            std::time::Duration::ZERO
-        }
-    })
-    .await
-}
-
-/// One pass of retention, chunk by chunk (each a short writer operation between captures).
-async fn prune_retained(app: &App) {
-    let grace = std::time::Duration::from_millis(crate::store::retention::GRACE_MS as u64);
-    match prune_paced(app, grace).await {
-        Ok(p) if p.messages + p.executions + p.deliveries > 0 => {
-            for (kind, n) in [
-                ("messages", p.messages),
-                ("executions", p.executions),
-                ("deliveries", p.deliveries),
-            ] {
-                metrics::counter!(crate::metrics::PRUNED, "kind" => kind).increment(n);
-            }
-            tracing::info!(
-                messages = p.messages,
-                bytes = p.message_bytes,
-                executions = p.executions,
-                deliveries = p.deliveries,
-                "pruned by retention"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("pruning by retention failed: {e}"),
-    }
-}
-
-/// Prunes the event log in chunks until nothing more is due (logging a failure).
-async fn prune_once(app: &App) {
-    if let Err(e) = prune_events_now(app).await {
-        tracing::warn!("pruning the event log failed: {e}");
-    }
-}
-
-/// Prunes the event log in chunks until nothing more is due; returns how many events went.
-pub async fn prune_events_now(app: &App) -> Result<u64, StoreError> {
-    let max_age = app.config.events.max_age.as_millis() as i64;
-    let mut total = 0;
-    loop {
-        let before = crate::clock::now_ms() - max_age;
-        let n = app
-            .store
-            .prune_events(app.config.events.max_count, before)
-            .await?;
-        total += n as u64;
-        // A full chunk: more may be due; let other writes in between.
-        if n < crate::store::PRUNE_CHUNK {
-            return Ok(total);
-        }
-        tokio::task::yield_now().await;
+            shutdown,
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 mod auth;
+mod burst;
 pub mod cli;
 mod clock;
 mod coarse_timer;
@@ -17,7 +18,9 @@ pub mod listen;
 mod locks;
 mod metrics;
 mod pipeline;
+mod prune;
 mod receive;
+mod registry;
 mod retention;
 mod server;
 mod store;

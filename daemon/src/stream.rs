@@ -16,15 +16,45 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
+use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::error::Error;
-use crate::events::{BusEvent, EventData};
+use crate::events::{Bus, BusEvent, EventData};
+use crate::store::Store;
+
+/// What every stream session shares: where events come from, and the cap on clients.
+pub struct Streams {
+    store: Store,
+    bus: Bus,
+    /// One per client (`[events] maxClients`).
+    permits: Arc<Semaphore>,
+    max_clients: usize,
+    shutdown: CancellationToken,
+}
+
+impl Streams {
+    /// Sessions read `store`'s log and `bus`, at most `max_clients` at once, until `shutdown`.
+    pub fn new(store: Store, bus: Bus, max_clients: usize, shutdown: CancellationToken) -> Streams {
+        Streams {
+            store,
+            bus,
+            permits: Arc::new(Semaphore::new(max_clients)),
+            max_clients,
+            shutdown,
+        }
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.max_clients
+            .saturating_sub(self.permits.available_permits())
+    }
+}
 
 /// Events read from the log per query while catching up.
 const PAGE: u32 = 500;
@@ -61,7 +91,7 @@ impl Filter {
 
 /// Checks the request, subscribes, and answers `101 Switching Protocols` (headers only; http/
 /// gives it its empty body); the session runs in its own task once the connection is upgraded.
-pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Error> {
+pub fn handle<B>(streams: &Arc<Streams>, mut req: Request<B>) -> Result<Response<()>, Error> {
     // RFC 6455 §4.1: the opening handshake is a GET with `Connection: Upgrade`.
     if req.method() != http::Method::GET {
         return Err(Error::MethodNotAllowed(format!(
@@ -79,10 +109,10 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Er
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let caller = match crate::auth::authenticate(&app.store, req.headers())? {
+    let caller = match crate::auth::authenticate(&streams.store, req.headers())? {
         Some(c) => Some(c),
         None => match param("token") {
-            Some(t) => app.store.token(&crate::auth::hash_token(t)),
+            Some(t) => streams.store.token(&crate::auth::hash_token(t)),
             None => None,
         },
     };
@@ -143,38 +173,41 @@ pub fn handle<B>(app: &Arc<App>, mut req: Request<B>) -> Result<Response<()>, Er
             "only WebSocket version 13 is supported".into(),
         ));
     }
-    let permit = app
-        .stream_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            let limit = app.config.events.max_clients;
-            // One line per 10 s however many are refused: a reconnect storm must not flood the
-            // log (the answer itself is a 503 that is not logged, with Retry-After).
-            static LAST_WARNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-            let now = crate::clock::now_ms();
-            let last = LAST_WARNED.load(std::sync::atomic::Ordering::Relaxed);
-            if now - last >= 10_000
-                && LAST_WARNED
-                    .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
-                    .is_ok()
-            {
-                tracing::warn!("event stream clients refused: all {limit} slots are taken ([events] maxClients)");
-            }
-            Error::Overloaded {
-                message: format!("too many event stream clients (limit {limit}); retry later"),
-                retry_after: 1,
-            }
-        })?;
+    let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
+        let limit = streams.max_clients;
+        // One line per 10 s however many are refused: a reconnect storm must not flood the
+        // log (the answer itself is a 503 that is not logged, with Retry-After).
+        static LAST_WARNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let now = crate::clock::now_ms();
+        let last = LAST_WARNED.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 10_000
+            && LAST_WARNED
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(
+                "event stream clients refused: all {limit} slots are taken ([events] maxClients)"
+            );
+        }
+        Error::Overloaded {
+            message: format!("too many event stream clients (limit {limit}); retry later"),
+            retry_after: 1,
+        }
+    })?;
     // Subscribe now, before the 101, so an event committed right after the handshake is seen.
-    let rx = app.bus.subscribe();
+    let rx = streams.bus.subscribe();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let app = app.clone();
+    let streams = streams.clone();
     tokio::spawn(async move {
         match upgrade(on_upgrade).await {
             Ok(ws) => {
                 let mut s = Session {
-                    app,
+                    streams,
                     ws,
                     filter,
                     last: None,
@@ -234,7 +267,7 @@ async fn upgrade(on: OnUpgrade) -> Result<Ws, hyper::Error> {
 }
 
 struct Session {
-    app: Arc<App>,
+    streams: Arc<Streams>,
     ws: Ws,
     filter: Filter,
     /// The last seq handled (sent or filtered out); `None` until the first event.
@@ -283,7 +316,7 @@ impl Session {
             self.start_from(since).await?;
             self.catch_up(&mut rx).await?;
         }
-        let shutdown = self.app.shutdown.clone();
+        let shutdown = self.streams.shutdown.clone();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -322,7 +355,7 @@ impl Session {
     /// Positions the session at `since`, telling the client when the log no longer reaches back
     /// that far (or when `since` is ahead of the log, e.g. after the database was replaced).
     async fn start_from(&mut self, since: u64) -> Result<(), SessionError> {
-        let bounds = self.app.store.event_bounds().await?;
+        let bounds = self.streams.store.event_bounds().await?;
         self.last = Some(since);
         match bounds {
             Some((lo, _)) if since + 1 < lo => {
@@ -355,12 +388,12 @@ impl Session {
         &mut self,
         rx: &mut broadcast::Receiver<Arc<BusEvent>>,
     ) -> Result<(), SessionError> {
-        *rx = self.app.bus.subscribe();
+        *rx = self.streams.bus.subscribe();
         let Some(mut from) = self.last else {
             return Ok(());
         };
         loop {
-            let page = self.app.store.events_after(from, PAGE).await?;
+            let page = self.streams.store.events_after(from, PAGE).await?;
             for ev in &page {
                 self.deliver(ev).await?;
             }

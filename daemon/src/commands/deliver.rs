@@ -1,13 +1,12 @@
 //! `webhook.send`, `delivery.list/get/retry/cancel`, `message.forward`, `secret.generate`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookd_shared::{EventType, Role};
 use serde_json::{Value, json};
 
+use super::Ctx;
 use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
-use crate::app::App;
 use crate::deliver::sign::Secret;
 use crate::deliver::{DEFAULT_SCHEDULE, guard};
 use crate::error::Error;
@@ -100,7 +99,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "wait for the first attempt and answer with its outcome",
                 },
             ],
-            handler: |app, call| Box::pin(send(app, call)),
+            handler: |ctx, call| Box::pin(send(ctx, call)),
         },
         Command {
             name: "message.forward",
@@ -126,7 +125,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "wait for the attempt and answer with its outcome",
                 },
             ],
-            handler: |app, call| Box::pin(forward(app, call)),
+            handler: |ctx, call| Box::pin(forward(ctx, call)),
         },
         Command {
             name: "delivery.list",
@@ -153,7 +152,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "cursor: only deliveries older than this id",
                 },
             ],
-            handler: |app, call| Box::pin(list(app, call)),
+            handler: |ctx, call| Box::pin(list(ctx, call)),
         },
         Command {
             name: "delivery.get",
@@ -165,7 +164,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the delivery id",
             }],
-            handler: |app, call| Box::pin(get(app, call)),
+            handler: |ctx, call| Box::pin(get(ctx, call)),
         },
         Command {
             name: "delivery.retry",
@@ -177,7 +176,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the delivery id",
             }],
-            handler: |app, call| Box::pin(retry(app, call)),
+            handler: |ctx, call| Box::pin(retry(ctx, call)),
         },
         Command {
             name: "delivery.cancel",
@@ -189,7 +188,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the delivery id",
             }],
-            handler: |app, call| Box::pin(cancel(app, call)),
+            handler: |ctx, call| Box::pin(cancel(ctx, call)),
         },
         Command {
             name: "secret.generate",
@@ -251,9 +250,9 @@ async fn check_url(raw: &str, policy: &guard::Policy) -> Result<reqwest::Url, Er
     Ok(url)
 }
 
-async fn send(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn send(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
-    let url = check_url(p.required_str("url")?, &app.deliverer.policy).await?;
+    let url = check_url(p.required_str("url")?, &ctx.deliverer.policy).await?;
     let method = p.str("method").unwrap_or("POST").to_ascii_uppercase();
     if !matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "GET") {
         return Err(Error::InvalidParam(format!(
@@ -346,7 +345,7 @@ async fn send(app: Arc<App>, call: Call) -> Result<Output, Error> {
         local: false,
     };
     create(
-        &app,
+        &ctx,
         new,
         p.bool("wait").unwrap_or(false),
         Duration::from_secs(timeout as u64),
@@ -356,15 +355,15 @@ async fn send(app: Arc<App>, call: Call) -> Result<Output, Error> {
 
 /// Commits the delivery, wakes the scheduler, and (with `wait`) waits for the first attempt.
 async fn create(
-    app: &Arc<App>,
+    ctx: &Ctx,
     new: NewDelivery,
     wait: bool,
     timeout: Duration,
 ) -> Result<Output, Error> {
     // Subscribe before the commit, so the attempt's event cannot slip past.
-    let mut rx = wait.then(|| app.bus.subscribe());
-    let row = app.store.create_delivery(new).await?;
-    app.deliverer.wake();
+    let mut rx = wait.then(|| ctx.bus.subscribe());
+    let row = ctx.store.create_delivery(new).await?;
+    ctx.deliverer.wake();
     let id = row.id();
     let Some(rx) = rx.as_mut() else {
         return Ok(Output::Json(
@@ -397,12 +396,12 @@ async fn create(
     }
 }
 
-async fn forward(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn forward(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let id = p.required_str("id")?.to_string();
-    let url = check_url(p.required_str("url")?, &app.deliverer.local_policy).await?;
+    let url = check_url(p.required_str("url")?, &ctx.deliverer.local_policy).await?;
     let uuid = parse_uuid("id", &id)?;
-    let rec = app
+    let rec = ctx
         .store
         .message(uuid)
         .await?
@@ -437,7 +436,7 @@ async fn forward(app: Arc<App>, call: Call) -> Result<Output, Error> {
         local: true,
     };
     create(
-        &app,
+        &ctx,
         new,
         p.bool("wait").unwrap_or(false),
         Duration::from_secs(15),
@@ -454,7 +453,7 @@ fn delivery_seq(name: &str, id: &str) -> Result<i64, Error> {
     })
 }
 
-async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn list(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let limit = p.limit()?;
     if let Some(s) = p.str("status")
@@ -473,14 +472,14 @@ async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
             .transpose()?,
         limit,
     };
-    let rows = app.store.deliveries(filter).await?;
+    let rows = ctx.store.deliveries(filter).await?;
     json(&rows.iter().map(DeliveryRow::summary).collect::<Vec<_>>())
 }
 
-async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn get(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?.to_string();
     let seq = delivery_seq("id", &id)?;
-    let d = app
+    let d = ctx
         .store
         .delivery(seq)
         .await?
@@ -526,16 +525,16 @@ fn mask_for_viewers(d: &mut hookd_shared::Delivery) {
     }
 }
 
-async fn retry(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn retry(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let seq = delivery_seq("id", call.params.required_str("id")?)?;
-    let row = app.store.retry_delivery(seq).await?;
-    app.deliverer.wake();
+    let row = ctx.store.retry_delivery(seq).await?;
+    ctx.deliverer.wake();
     json(&row.summary())
 }
 
-async fn cancel(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn cancel(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let seq = delivery_seq("id", call.params.required_str("id")?)?;
-    let row = app.store.cancel_delivery(seq).await?;
+    let row = ctx.store.cancel_delivery(seq).await?;
     json(&row.summary())
 }
 

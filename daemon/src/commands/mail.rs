@@ -1,6 +1,5 @@
 //! `mail.send`: an email over the SMTP server in `[smtp]`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookd_shared::Role;
@@ -10,8 +9,8 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
+use super::Ctx;
 use super::{Call, Command, Kind, Output, Param};
-use crate::app::App;
 use crate::config::StartTls;
 use crate::error::Error;
 
@@ -46,12 +45,12 @@ pub(super) fn commands() -> Vec<Command> {
                 description: "the sender (default: [smtp] from)",
             },
         ],
-        handler: |app, call| Box::pin(send(app, call)),
+        handler: |ctx, call| Box::pin(send(ctx, call)),
     }]
 }
 
-async fn send(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let cfg = app.config.smtp.as_ref().ok_or_else(|| {
+async fn send(ctx: Ctx, call: Call) -> Result<Output, Error> {
+    let cfg = ctx.config.smtp.as_ref().ok_or_else(|| {
         Error::BadRequest(
             "mail.send needs an [smtp] section in hookd's config (host, port, starttls, ...)"
                 .into(),

@@ -1,12 +1,10 @@
 //! `message.list`, `message.get`, `message.body`, `message.file`: reading captured requests.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use hookd_shared::{BodyEncoding, FileInfo, Message, Role};
 
 use super::{Call, Command, Kind, Output, Param, Params, RawData, RawOutput, json, parse_uuid};
-use crate::app::App;
+use super::{Context, Ctx};
 use crate::error::Error;
 use crate::pipeline::event::Credentials;
 use crate::store::messages::{self, ListFilter, MessageRecord};
@@ -57,7 +55,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "cursor: only messages older than this message id",
                 },
             ],
-            handler: |app, call| Box::pin(list(app, call)),
+            handler: |ctx, call| Box::pin(list(ctx, call)),
         },
         Command {
             name: "message.get",
@@ -83,7 +81,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "bytes of the body to include, 0 to 1048576 (default: 1048576)",
                 },
             ],
-            handler: |app, call| Box::pin(get(app, call)),
+            handler: |ctx, call| Box::pin(get(ctx, call)),
         },
         Command {
             name: "message.body",
@@ -95,7 +93,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the message id",
             }],
-            handler: |app, call| Box::pin(body(app, call)),
+            handler: |ctx, call| Box::pin(body(ctx, call)),
         },
         Command {
             name: "message.file",
@@ -115,14 +113,14 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "the file's index in message.get's files (from 0)",
                 },
             ],
-            handler: |app, call| Box::pin(file(app, call)),
+            handler: |ctx, call| Box::pin(file(ctx, call)),
         },
     ]
 }
 
-async fn list(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn list(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let filter = list_filter(&call.params, call.params.limit()?)?;
-    let rows = app.store.messages(filter).await?;
+    let rows = ctx.store.messages(filter).await?;
     json(&rows)
 }
 
@@ -155,15 +153,15 @@ pub(super) fn list_filter(p: &Params, limit: u32) -> Result<ListFilter, Error> {
     })
 }
 
-async fn record(app: &App, id: &str) -> Result<MessageRecord, Error> {
+async fn record(ctx: &Context, id: &str) -> Result<MessageRecord, Error> {
     let uuid = parse_uuid("id", id)?;
-    app.store
+    ctx.store
         .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(id)))
 }
 
-async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn get(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?;
     let limit = match call.params.int("bodyLimit") {
         None => BODY_PREVIEW,
@@ -174,7 +172,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
             )));
         }
     };
-    let (rec, preview) = app
+    let (rec, preview) = ctx
         .store
         // Bodies of at most 64 KiB are stored without their hash: read them whole to hash.
         .message_preview(parse_uuid("id", id)?, limit.max(SMALL_BODY))
@@ -190,7 +188,7 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
     }
     let mut m = to_message(rec, preview, limit);
     if !raw {
-        let verify = app
+        let verify = ctx
             .store
             .webhook(&m.summary.uuid)
             .and_then(|w| w.verify.clone());
@@ -324,17 +322,17 @@ fn raw_range(
     }))
 }
 
-async fn body(app: Arc<App>, call: Call) -> Result<Output, Error> {
-    let rec = record(&app, call.params.required_str("id")?).await?;
+async fn body(ctx: Ctx, call: Call) -> Result<Output, Error> {
+    let rec = record(&ctx, call.params.required_str("id")?).await?;
     let content_type = rec
         .summary
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
-    raw_range(&app.store, &rec, 0, rec.summary.size, content_type, None)
+    raw_range(&ctx.store, &rec, 0, rec.summary.size, content_type, None)
 }
 
-async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn file(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?;
     let index = call.params.int("index").unwrap_or(0);
     let index = usize::try_from(index).map_err(|_| {
@@ -342,7 +340,7 @@ async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
             "index must be 0 or more (a file's place in message.get's files), got {index}"
         ))
     })?;
-    let rec = record(&app, id).await?;
+    let rec = record(&ctx, id).await?;
     let count = rec.parts.iter().filter(|p| p.is_file()).count();
     let part = rec
         .parts
@@ -364,7 +362,7 @@ async fn file(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
     raw_range(
-        &app.store,
+        &ctx.store,
         &rec,
         part.offset,
         part.size,

@@ -10,6 +10,6 @@ pub(super) fn commands() -> Vec<Command> {
         description: "Describe every command: name, parameters, required role",
         role: Some(Role::Viewer),
         params: &[],
-        handler: |app, _| Box::pin(async move { json(&app.registry.describe()) }),
+        handler: |ctx, _| Box::pin(async move { json(&ctx.registry.describe()) }),
     }]
 }

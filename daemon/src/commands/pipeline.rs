@@ -6,7 +6,7 @@ use hookd_shared::{MessageSummary, Role};
 use serde_json::{Value, json};
 
 use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
-use crate::app::App;
+use super::{Context, Ctx};
 use crate::error::Error;
 use crate::pipeline::dispatch::Stored;
 use crate::pipeline::run::{self, Identity, Run};
@@ -36,7 +36,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "the YAML or JSON (or send it as the body with Content-Type: application/yaml)",
                 },
             ],
-            handler: |app, call| Box::pin(put(app, call)),
+            handler: |ctx, call| Box::pin(put(ctx, call)),
         },
         Command {
             name: "pipeline.get",
@@ -48,7 +48,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: false,
                 description: "only this pipeline",
             }],
-            handler: |app, call| Box::pin(get(app, call)),
+            handler: |ctx, call| Box::pin(get(ctx, call)),
         },
         Command {
             name: "pipeline.delete",
@@ -60,7 +60,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the pipeline",
             }],
-            handler: |app, call| Box::pin(delete(app, call)),
+            handler: |ctx, call| Box::pin(delete(ctx, call)),
         },
         Command {
             name: "pipeline.run",
@@ -86,7 +86,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "the initial body (default: the pipeline's body section)",
                 },
             ],
-            handler: |app, call| Box::pin(run_now(app, call)),
+            handler: |ctx, call| Box::pin(run_now(ctx, call)),
         },
         Command {
             name: "execution.list",
@@ -119,7 +119,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "cursor: only runs older than this execution id",
                 },
             ],
-            handler: |app, call| Box::pin(list_executions(app, call)),
+            handler: |ctx, call| Box::pin(list_executions(ctx, call)),
         },
         Command {
             name: "execution.get",
@@ -131,7 +131,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the execution id",
             }],
-            handler: |app, call| Box::pin(get_execution(app, call)),
+            handler: |ctx, call| Box::pin(get_execution(ctx, call)),
         },
         Command {
             name: "message.replay",
@@ -199,7 +199,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "answer when every selected message is replayed",
                 },
             ],
-            handler: |app, call| Box::pin(replay(app, call)),
+            handler: |ctx, call| Box::pin(replay(ctx, call)),
         },
     ]
 }
@@ -223,22 +223,22 @@ fn check_name(name: &str) -> Result<(), Error> {
     }
 }
 
-fn compile(app: &App, source: &str) -> Result<crate::pipeline::Pipeline, Error> {
+fn compile(ctx: &Context, source: &str) -> Result<crate::pipeline::Pipeline, Error> {
     if source.len() > MAX_SOURCE {
         return Err(Error::InvalidParam(format!(
             "the pipeline is larger than {} KiB",
             MAX_SOURCE / 1024
         )));
     }
-    crate::pipeline::parse(source, &app.registry, &app.pipelines.engine)
+    crate::pipeline::parse(source, &*ctx.registry, &ctx.pipelines.engine)
         .map_err(|e| Error::InvalidParam(format!("pipeline {e}")))
 }
 
-async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn put(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let name = call.params.required_str("name")?.to_string();
     check_name(&name)?;
     let source = call.params.required_str("pipeline")?.to_string();
-    let pipeline = compile(&app, &source)?;
+    let pipeline = compile(&ctx, &source)?;
     let caller = call
         .caller
         .ok_or_else(|| Error::Unauthorized("pipeline.put needs a token".into()))?;
@@ -252,18 +252,18 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
         updated_at: 0,
         last_run_at: None,
     };
-    let (row, _) = app.store.put_pipeline(row).await?;
-    app.pipelines.put(Stored {
+    let (row, _) = ctx.store.put_pipeline(row).await?;
+    ctx.pipelines.put(Stored {
         pipeline: Arc::new(pipeline),
         row: row.clone(),
     });
     json(&row.to_api())
 }
 
-async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn get(ctx: Ctx, call: Call) -> Result<Output, Error> {
     match call.params.str("name").map(str::to_string) {
         Some(name) => {
-            let row = app
+            let row = ctx
                 .store
                 .pipeline(name.clone())
                 .await?
@@ -271,20 +271,20 @@ async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
             json(&row.to_api())
         }
         None => {
-            let rows = app.store.pipelines().await?;
+            let rows = ctx.store.pipelines().await?;
             json(&rows.iter().map(PipelineRow::to_api).collect::<Vec<_>>())
         }
     }
 }
 
-async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn delete(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let name = call.params.required_str("name")?.to_string();
-    let row = app.store.delete_pipeline(name.clone()).await?;
-    app.pipelines.remove(&name);
+    let row = ctx.store.delete_pipeline(name.clone()).await?;
+    ctx.pipelines.remove(&name);
     json(&row.to_api())
 }
 
-async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn run_now(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let caller = call
         .caller
@@ -292,7 +292,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .ok_or_else(|| Error::Unauthorized("pipeline.run needs a token".into()))?;
     let (name, pipeline, stored_by, stored_by_admin) = match (p.str("name"), p.str("pipeline")) {
         (Some(name), None) => {
-            let s = app
+            let s = ctx
                 .pipelines
                 .get(name)
                 .ok_or_else(|| Error::NotFound(pipelines::no_such_pipeline(name)))?;
@@ -305,7 +305,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
         }
         (None, Some(source)) => (
             "(inline)".to_string(),
-            Arc::new(compile(&app, source)?),
+            Arc::new(compile(&ctx, source)?),
             caller.name.clone(),
             caller.role == Role::Admin,
         ),
@@ -317,7 +317,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
     };
     let body = call.params.json("body").cloned().unwrap_or(Value::Null);
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let seqs = app
+    let seqs = ctx
         .store
         .queue_executions(
             vec![NewExecution {
@@ -338,9 +338,9 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
         .first()
         .map(|(s, _)| *s)
         .ok_or_else(|| Error::Internal("no execution queued".into()))?;
-    app.store.start_execution(seq).await?;
+    ctx.store.start_execution(seq).await?;
     let outcome = run::run(
-        &app,
+        &super::pipeline_env(&ctx),
         Run {
             pipeline,
             name,
@@ -354,7 +354,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
     )
     .await;
     let (stored_body, truncated) = outcome.stored_body();
-    let row = app
+    let row = ctx
         .store
         .finish_execution(Finish {
             seq,
@@ -378,7 +378,7 @@ async fn run_now(app: Arc<App>, call: Call) -> Result<Output, Error> {
     })))
 }
 
-async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn list_executions(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let limit = p.limit()?;
     if let Some(s) = p.str("status")
@@ -405,14 +405,14 @@ async fn list_executions(app: Arc<App>, call: Call) -> Result<Output, Error> {
         before: seq_of("before")?,
         limit,
     };
-    let rows = app.store.executions(filter).await?;
+    let rows = ctx.store.executions(filter).await?;
     json(&rows.iter().map(|r| r.summary()).collect::<Vec<_>>())
 }
 
-async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn get_execution(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?.to_string();
     let uuid = parse_uuid("id", &id)?;
-    let row = app.store.execution(uuid).await?.ok_or_else(|| {
+    let row = ctx.store.execution(uuid).await?.ok_or_else(|| {
         Error::NotFound(format!(
             "no execution with id {id}; execution.list shows them"
         ))
@@ -423,20 +423,24 @@ async fn get_execution(app: Arc<App>, call: Call) -> Result<Output, Error> {
         if crate::pipeline::builtins::NO_RESULT.contains(&command) {
             return None;
         }
-        app.registry.get(command).and_then(|c| c.role)
+        ctx.registry.get(command).and_then(|c| c.role)
     });
     // A run that left its message event unchanged stored how to rebuild it, not a copy (not
     // rebuilt when this caller may not see it).
     if let (Some(payload_type), Some(seq), None) = (row.body_from, row.message_seq, &detail.hidden)
     {
-        let rebuilt =
-            crate::pipeline::dispatch::message_event(&app, seq, &row.trace_id, Some(payload_type))
-                .await;
+        let rebuilt = crate::pipeline::dispatch::message_event(
+            &ctx.store,
+            seq,
+            &row.trace_id,
+            Some(payload_type),
+        )
+        .await;
         match rebuilt {
             Ok((mut event, _)) => {
                 let verify = event["webhookUuid"]
                     .as_str()
-                    .and_then(|u| app.store.webhook(u))
+                    .and_then(|u| ctx.store.webhook(u))
                     .and_then(|w| w.verify.clone());
                 crate::pipeline::event::Credentials::of(verify.as_ref()).mask_event(&mut event);
                 detail.body = Some(event);
@@ -486,17 +490,17 @@ fn hide_beyond_role(
     ));
 }
 
-async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn replay(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let Some(id) = call.params.str("id").map(str::to_string) else {
-        return replay_selected(app, call).await;
+        return replay_selected(ctx, call).await;
     };
     let uuid = parse_uuid("id", &id)?;
-    let rec = app
+    let rec = ctx
         .store
         .message(uuid)
         .await?
         .ok_or_else(|| Error::NotFound(messages::no_such_message(&id)))?;
-    let ids = replay_one(&app, &rec.summary, rec.seq).await?;
+    let ids = replay_one(&ctx, &rec.summary, rec.seq).await?;
     Ok(Output::Json(json!({
         "messageId": rec.summary.id,
         "eventKey": rec.summary.event_key,
@@ -508,7 +512,7 @@ async fn replay(app: Arc<App>, call: Call) -> Result<Output, Error> {
 const MAX_REPLAY: u32 = 10_000;
 
 /// `message.replay` without `id`: every message the filters select, oldest first, at `rate`.
-async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn replay_selected(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
     let time = |name: &str| -> Result<Option<i64>, Error> {
         p.str(name)
@@ -554,7 +558,7 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let mut filter = super::message::list_filter(p, 500)?;
     let mut selected: Vec<MessageSummary> = Vec::new();
     'pages: loop {
-        let page = app.store.messages(filter.clone()).await?;
+        let page = ctx.store.messages(filter.clone()).await?;
         let Some(last) = page.last() else { break };
         filter.before = Some(parse_uuid("id", &last.id)?);
         for m in page {
@@ -580,7 +584,7 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
     let first = selected.first().map(|m| m.id.clone());
     let last = selected.last().map(|m| m.id.clone());
     let work = {
-        let app = app.clone();
+        let ctx = ctx.clone();
         async move {
             let every = std::time::Duration::from_micros(1_000_000 / rate);
             let mut next = tokio::time::Instant::now();
@@ -595,7 +599,7 @@ async fn replay_selected(app: Arc<App>, call: Call) -> Result<Output, Error> {
                 else {
                     continue;
                 };
-                match replay_one(&app, m, seq).await {
+                match replay_one(&ctx, m, seq).await {
                     Ok(ids) => {
                         replayed += 1;
                         executions += ids.len();
@@ -632,9 +636,9 @@ fn rfc3339_ms(t: &str) -> Option<i64> {
 }
 
 /// Queues a replay of the message `m` (stored at `seq`) for each of its listeners.
-async fn replay_one(app: &App, m: &MessageSummary, seq: i64) -> Result<Vec<String>, Error> {
+async fn replay_one(ctx: &Context, m: &MessageSummary, seq: i64) -> Result<Vec<String>, Error> {
     let trace = uuid::Uuid::new_v4().simple().to_string();
-    let new: Vec<NewExecution> = app
+    let new: Vec<NewExecution> = ctx
         .pipelines
         .listeners_of(&m.event_key)
         .into_iter()
@@ -653,10 +657,10 @@ async fn replay_one(app: &App, m: &MessageSummary, seq: i64) -> Result<Vec<Strin
     let queued = if new.is_empty() {
         Vec::new()
     } else {
-        app.store.queue_executions(new, None).await?
+        ctx.store.queue_executions(new, None).await?
     };
     let ids: Vec<String> = queued.iter().map(|(_, id)| id.clone()).collect();
-    app.store
+    ctx.store
         .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
     Ok(ids)
 }

@@ -1,12 +1,11 @@
 //! `store.stats`, `store.prune`: what the store holds, and retention on demand.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookd_shared::{PruneReport, RetentionStats, Role};
 
+use super::Ctx;
 use super::{Call, Command, Kind, Output, Param, RawData, RawOutput, json};
-use crate::app::App;
 use crate::error::Error;
 use crate::retention::Limits;
 use crate::store::retention::GRACE_MS;
@@ -18,7 +17,7 @@ pub(super) fn commands() -> Vec<Command> {
             description: "Rows and bytes per kind (messages, executions, deliveries, events, body files), the database and data dir size, and the retention in force",
             role: Some(Role::Viewer),
             params: &[],
-            handler: |app, call| Box::pin(stats(app, call)),
+            handler: |ctx, call| Box::pin(stats(ctx, call)),
         },
         Command {
             name: "store.prune",
@@ -30,24 +29,24 @@ pub(super) fn commands() -> Vec<Command> {
                 required: false,
                 description: "free the bytes of bodies pruned at least this long ago (default 60: a reader may still be streaming one); 0 frees them at once",
             }],
-            handler: |app, call| Box::pin(prune(app, call)),
+            handler: |ctx, call| Box::pin(prune(ctx, call)),
         },
         Command {
             name: "store.backup",
             description: "A consistent backup of the database and every stored body, taken while hookd runs, as a tar archive (hookd backup FILE writes it; hookd restore FILE restores it into an empty data dir)",
             role: Some(Role::Admin),
             params: &[],
-            handler: |app, call| Box::pin(backup(app, call)),
+            handler: |ctx, call| Box::pin(backup(ctx, call)),
         },
     ]
 }
 
-async fn stats(app: Arc<App>, _call: Call) -> Result<Output, Error> {
-    let mut stats = app.store.stats().await?;
-    let r = app.store.retention();
+async fn stats(ctx: Ctx, _call: Call) -> Result<Output, Error> {
+    let mut stats = ctx.store.stats().await?;
+    let r = ctx.store.retention();
     let events = Limits {
-        max_age: Some(app.config.events.max_age),
-        max_count: Some(app.config.events.max_count),
+        max_age: Some(ctx.config.events.max_age),
+        max_count: Some(ctx.config.events.max_count),
         max_bytes: None,
     };
     stats.retention = RetentionStats {
@@ -59,7 +58,7 @@ async fn stats(app: Arc<App>, _call: Call) -> Result<Output, Error> {
     json(&stats)
 }
 
-async fn prune(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn prune(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let grace = match call.params.int("graceSeconds") {
         None => Duration::from_millis(GRACE_MS as u64),
         Some(s) if s >= 0 => Duration::from_secs(s as u64),
@@ -69,8 +68,8 @@ async fn prune(app: Arc<App>, call: Call) -> Result<Output, Error> {
             )));
         }
     };
-    let events = crate::app::prune_events_now(&app).await?;
-    let p = crate::app::prune_paced(&app, grace).await?;
+    let events = crate::prune::events_now(&ctx.store, &ctx.config.events).await?;
+    let p = crate::prune::paced(&ctx.store, &ctx.burst, grace).await?;
     json(&PruneReport {
         messages: p.messages,
         message_bytes: p.message_bytes,
@@ -117,9 +116,9 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-async fn backup(app: Arc<App>, _call: Call) -> Result<Output, Error> {
+async fn backup(ctx: Ctx, _call: Call) -> Result<Output, Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let store = app.store.clone();
+    let store = ctx.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter {
             tx: tx.clone(),

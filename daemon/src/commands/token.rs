@@ -1,11 +1,9 @@
 //! `token.create`, `token.list`, `token.delete`: API tokens for people and scripts.
 
-use std::sync::Arc;
-
 use hookd_shared::{Role, TokenCreated};
 
+use super::Ctx;
 use super::{Call, Command, Kind, Output, Param, json};
-use crate::app::App;
 use crate::auth::{generate_token, hash_token};
 use crate::error::Error;
 use crate::store::TokenRow;
@@ -30,14 +28,14 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "who or what uses it, e.g. grafana",
                 },
             ],
-            handler: |app, call| Box::pin(create(app, call)),
+            handler: |ctx, call| Box::pin(create(ctx, call)),
         },
         Command {
             name: "token.list",
             description: "List API tokens (never their secrets)",
             role: Some(Role::Admin),
             params: &[],
-            handler: |app, call| Box::pin(list(app, call)),
+            handler: |ctx, call| Box::pin(list(ctx, call)),
         },
         Command {
             name: "token.delete",
@@ -49,12 +47,12 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the token's id (token.list)",
             }],
-            handler: |app, call| Box::pin(delete(app, call)),
+            handler: |ctx, call| Box::pin(delete(ctx, call)),
         },
     ]
 }
 
-async fn create(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn create(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let role_name = call.params.required_str("role")?;
     let role = Role::parse(role_name).ok_or_else(|| {
         Error::InvalidParam(format!("role must be admin or viewer, got '{role_name}'"))
@@ -66,7 +64,7 @@ async fn create(app: Arc<App>, call: Call) -> Result<Output, Error> {
         ));
     }
     let token = generate_token()?;
-    let row = app
+    let row = ctx
         .store
         .create_token(TokenRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -82,13 +80,13 @@ async fn create(app: Arc<App>, call: Call) -> Result<Output, Error> {
     })
 }
 
-async fn list(app: Arc<App>, _call: Call) -> Result<Output, Error> {
-    let rows = app.store.tokens().await?;
+async fn list(ctx: Ctx, _call: Call) -> Result<Output, Error> {
+    let rows = ctx.store.tokens().await?;
     json(&rows.iter().map(TokenRow::info).collect::<Vec<_>>())
 }
 
-async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn delete(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let id = call.params.required_str("id")?.to_string();
-    let row = app.store.delete_token(id).await?;
+    let row = ctx.store.delete_token(id).await?;
     json(&row.info())
 }

@@ -1,12 +1,10 @@
 //! `webhook.put`, `webhook.get`, `webhook.delete`: managing incoming webhooks.
 //! (`webhook.receive` is listed here too; HTTP routes it to `receive` before the registry.)
 
-use std::sync::Arc;
-
 use hookd_shared::{PayloadType, Role, key};
 
+use super::Ctx;
 use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
-use crate::app::App;
 use crate::error::Error;
 use crate::receive::verify::VerifyConfig;
 use crate::retention::Override;
@@ -96,7 +94,7 @@ pub(super) fn commands() -> Vec<Command> {
                     description: "keep this webhook's messages for {\"maxAge\":\"7d\",\"maxCount\":10000,\"maxBytes\":\"1GiB\"} (any subset, over the daemon's [retention]; a null field: no limit); null removes the override",
                 },
             ],
-            handler: |app, call| Box::pin(put(app, call)),
+            handler: |ctx, call| Box::pin(put(ctx, call)),
         },
         Command {
             name: "webhook.get",
@@ -108,7 +106,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: false,
                 description: "only this webhook",
             }],
-            handler: |app, call| Box::pin(get(app, call)),
+            handler: |ctx, call| Box::pin(get(ctx, call)),
         },
         Command {
             name: "webhook.delete",
@@ -120,7 +118,7 @@ pub(super) fn commands() -> Vec<Command> {
                 required: true,
                 description: "the webhook to delete",
             }],
-            handler: |app, call| Box::pin(delete(app, call)),
+            handler: |ctx, call| Box::pin(delete(ctx, call)),
         },
         Command {
             name: "webhook.receive",
@@ -143,9 +141,9 @@ pub(super) fn commands() -> Vec<Command> {
     ]
 }
 
-async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn put(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let p = &call.params;
-    let global_max = app.config.max_body;
+    let global_max = ctx.config.max_body;
     let uuid = p
         .str("uuid")
         .map(|u| parse_uuid("uuid", u).map(|u| u.to_string()))
@@ -273,7 +271,7 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
             v => Override::parse(v).map(Some).map_err(Error::InvalidParam),
         })
         .transpose()?;
-    let (row, _created) = app
+    let (row, _created) = ctx
         .store
         .put_webhook(WebhookPut {
             uuid,
@@ -291,36 +289,36 @@ async fn put(app: Arc<App>, call: Call) -> Result<Output, Error> {
             default_max_payload_length: global_max,
         })
         .await?;
-    json(&app.store.webhook_view(&row))
+    json(&ctx.store.webhook_view(&row))
 }
 
-async fn get(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn get(ctx: Ctx, call: Call) -> Result<Output, Error> {
     match call.params.str("uuid") {
         Some(u) => {
             let uuid = parse_uuid("uuid", u)?.to_string();
-            let row = app
+            let row = ctx
                 .store
                 .webhook_stored(uuid.clone())
                 .await?
                 .ok_or_else(|| Error::NotFound(webhooks::no_such_webhook(&uuid)))?;
-            json(&app.store.webhook_view(&row))
+            json(&ctx.store.webhook_view(&row))
         }
         None => {
-            let rows = app.store.webhooks().await?;
+            let rows = ctx.store.webhooks().await?;
             json(
                 &rows
                     .iter()
-                    .map(|w| app.store.webhook_view(w))
+                    .map(|w| ctx.store.webhook_view(w))
                     .collect::<Vec<_>>(),
             )
         }
     }
 }
 
-async fn delete(app: Arc<App>, call: Call) -> Result<Output, Error> {
+async fn delete(ctx: Ctx, call: Call) -> Result<Output, Error> {
     let uuid = parse_uuid("uuid", call.params.required_str("uuid")?)?.to_string();
-    let row = app.store.delete_webhook(uuid).await?;
+    let row = ctx.store.delete_webhook(uuid).await?;
     // A webhook created again with this uuid starts with a full bucket.
-    app.limits.forget_webhook(&row.uuid);
-    json(&app.store.webhook_view(&row))
+    ctx.limits.forget_webhook(&row.uuid);
+    json(&ctx.store.webhook_view(&row))
 }

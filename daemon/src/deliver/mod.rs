@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::config::Config;
 use crate::locks::lock;
+use crate::store::Store;
 use crate::store::deliveries::{AttemptRecord, DeliveryRow, Next};
 use guard::{GuardedResolver, Policy};
 
@@ -82,6 +83,8 @@ pub struct Deliverer {
     pub local_policy: Arc<Policy>,
     strict: reqwest::Client,
     local: reqwest::Client,
+    /// Where deliveries and their attempts are recorded.
+    store: Store,
 }
 
 /// The client for one policy: its resolver checks every address, redirects are not followed,
@@ -102,7 +105,7 @@ fn client(policy: Arc<Policy>) -> Result<reqwest::Client, String> {
 
 impl Deliverer {
     /// Builds the clients and limits from the config.
-    pub fn new(config: &Config) -> Result<Deliverer, String> {
+    pub fn new(config: &Config, store: Store) -> Result<Deliverer, String> {
         let s = &config.send;
         let policy = Arc::new(Policy {
             allow_cidrs: s.allow_cidrs.clone(),
@@ -128,6 +131,7 @@ impl Deliverer {
             local: client(local_policy.clone())?,
             policy,
             local_policy,
+            store,
         })
     }
 
@@ -145,14 +149,13 @@ impl Deliverer {
 }
 
 /// The scheduler: starts due attempts, sleeps until the next is due or it is woken.
-pub async fn run(app: Arc<App>) {
-    let d = &app.deliverer;
+pub async fn run(d: Arc<Deliverer>, shutdown: CancellationToken) {
     loop {
         let held = lock(&d.hold).remaining(Instant::now());
         if let Some(pause) = held {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = app.shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
             }
             continue;
         }
@@ -168,7 +171,7 @@ pub async fn run(app: Arc<App>) {
         let due = if room == 0 {
             Vec::new()
         } else {
-            app.store
+            d.store
                 .due_deliveries(now, (room as u32).min(500))
                 .await
                 .unwrap_or_else(|e| {
@@ -184,9 +187,9 @@ pub async fn run(app: Arc<App>) {
                 started_all_due = false;
                 continue;
             }
-            tokio::spawn(attempt(app.clone(), row));
+            tokio::spawn(attempt(d.clone(), row));
         }
-        let next = app.store.next_delivery_due().await.ok().flatten();
+        let next = d.store.next_delivery_due().await.ok().flatten();
         let wait = match next {
             Some(t) if t > crate::clock::now_ms() => {
                 Duration::from_millis((t - crate::clock::now_ms()) as u64)
@@ -199,15 +202,15 @@ pub async fn run(app: Arc<App>) {
         tokio::select! {
             () = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
             () = d.wake.notified() => {}
-            () = app.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
 
 /// Makes one attempt of `row` and records it.
-async fn attempt(app: Arc<App>, row: DeliveryRow) {
+async fn attempt(d: Arc<Deliverer>, row: DeliveryRow) {
     let seq = row.seq;
-    let record = attempt_once(&app, &row).await;
+    let record = attempt_once(&d, &row).await;
     let outcome = match record.next {
         crate::store::deliveries::Next::Succeeded => "success",
         crate::store::deliveries::Next::Failed => "failed",
@@ -216,9 +219,9 @@ async fn attempt(app: Arc<App>, row: DeliveryRow) {
     metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "outcome" => outcome).increment(1);
     metrics::histogram!(crate::metrics::DELIVERY_ATTEMPT_SECONDS)
         .record(record.duration_ms.max(0) as f64 / 1000.0);
-    let recorded = app.store.record_attempt(record).await;
+    let recorded = d.store.record_attempt(record).await;
     {
-        let mut hold = lock(&app.deliverer.hold);
+        let mut hold = lock(&d.hold);
         match &recorded {
             Ok(_) => hold.recorded(),
             Err(e) => {
@@ -231,12 +234,11 @@ async fn attempt(app: Arc<App>, row: DeliveryRow) {
             }
         }
     }
-    lock(&app.deliverer.ended).push(seq);
-    app.deliverer.wake();
+    lock(&d.ended).push(seq);
+    d.wake();
 }
 
-async fn attempt_once(app: &App, row: &DeliveryRow) -> AttemptRecord {
-    let d = &app.deliverer;
+async fn attempt_once(d: &Deliverer, row: &DeliveryRow) -> AttemptRecord {
     let url = reqwest::Url::parse(&row.url).map_err(|e| format!("invalid URL: {e}"));
     let host = url
         .as_ref()
@@ -254,7 +256,7 @@ async fn attempt_once(app: &App, row: &DeliveryRow) -> AttemptRecord {
     let _global = d.global.clone().acquire_owned().await;
     let at = crate::clock::now_ms();
     let started = Instant::now();
-    let result = send(app, row, url).await;
+    let result = send(d, row, url).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let n = row.attempts + 1;
     match result {
@@ -290,12 +292,11 @@ async fn attempt_once(app: &App, row: &DeliveryRow) -> AttemptRecord {
 type Response = (u16, Vec<(String, String)>, Vec<u8>);
 
 async fn send(
-    app: &App,
+    d: &Deliverer,
     row: &DeliveryRow,
     url: Result<reqwest::Url, String>,
 ) -> Result<Response, String> {
     let url = url?;
-    let d = &app.deliverer;
     let policy = if row.local {
         &d.local_policy
     } else {
@@ -306,7 +307,7 @@ async fn send(
     let body = match (&row.body, row.message_seq) {
         (Some(b), _) => b.clone(),
         (None, Some(seq)) => {
-            app.store
+            d.store
                 .message_with_body(seq)
                 .await
                 .map_err(|e| e.to_string())?

@@ -38,10 +38,10 @@ where
         )),
         "/readyz" => ready(&app).await,
         "/metrics" if app.config.metrics.listen.is_none() => metrics(&app, req.headers()).await,
-        "/api/v3/events" => crate::stream::handle(&app, req).map(|r| r.map(|()| full(""))),
+        "/api/v3/events" => crate::stream::handle(&app.streams, req).map(|r| r.map(|()| full(""))),
         hookd_shared::RECEIVE_PATH | "/api/v3/webhook.receive" => {
             let (parts, body) = req.into_parts();
-            match crate::receive::receive(&app, parts, body, remote).await {
+            match crate::receive::receive(&app.receiver, parts, body, remote).await {
                 Ok(r) => Ok(json_response(StatusCode::OK, &r)),
                 // The body may be half-read: close, so the client cannot reuse the connection
                 // with the rest of that body still in flight (a 503 may come from a full disk
@@ -111,7 +111,10 @@ fn route_of(app: &App, path: &str) -> (&'static str, &'static str) {
         p => match p.strip_prefix(COMMAND_PREFIX) {
             Some(name) => (
                 "/api/v3/command/:name",
-                app.registry.get(name).map_or("unknown", |c| c.name),
+                app.commands
+                    .registry
+                    .get(name)
+                    .map_or("unknown", |c| c.name),
             ),
             None => ("other", ""),
         },
@@ -152,12 +155,7 @@ pub async fn metrics_response(app: &App) -> Result<Response<Body>, Error> {
     metrics::gauge!(crate::metrics::DELIVERIES_PENDING).set(pending as f64);
     metrics::gauge!(crate::metrics::DATABASE_BYTES).set(disk.database_bytes as f64);
     metrics::gauge!(crate::metrics::WAL_BYTES).set(disk.log_bytes as f64);
-    let clients = app
-        .config
-        .events
-        .max_clients
-        .saturating_sub(app.stream_permits.available_permits());
-    metrics::gauge!(crate::metrics::STREAM_CLIENTS).set(clients as f64);
+    metrics::gauge!(crate::metrics::STREAM_CLIENTS).set(app.streams.clients() as f64);
     let mut r = Response::new(full(m.render()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -197,8 +195,9 @@ where
         .to_bytes();
     let raw = params::parse(&parts, &body)?;
     let output = app
+        .commands
         .registry
-        .dispatch(app.clone(), &name, raw, caller)
+        .dispatch(app.commands.clone(), &name, raw, caller)
         .await?;
     match output {
         Output::Json(v) => Ok(json_response(StatusCode::OK, &v)),

@@ -4,17 +4,14 @@
 
 use hookd_shared::Role;
 
-use crate::commands::{Command, Kind, Param};
 use crate::error::Error;
+use crate::registry::{Call, Command, HandlerFuture, Kind, Param};
 
 /// Builtins that steer a run and give it no result: what a caller may see of a run never
 /// depends on whether they ran (`event.listen` is admin-only to store, not to watch).
 pub const NO_RESULT: &[&str] = &["event.listen", "iam.run.as"];
 
-fn only_in_pipelines(
-    _: std::sync::Arc<crate::app::App>,
-    _: crate::commands::Call,
-) -> crate::commands::HandlerFuture {
+fn only_in_pipelines<C>(_: C, _: Call) -> HandlerFuture {
     Box::pin(async {
         Err(Error::BadRequest(
             "this command runs only inside a pipeline; try it with pipeline.run".into(),
@@ -25,13 +22,13 @@ fn only_in_pipelines(
 /// The declarations. Those a run may use as anonymous still need a token over HTTP (any
 /// role): there the answer is "use pipeline.run", and it comes after authentication, as every
 /// command's does.
-pub fn commands() -> Vec<Command> {
+pub fn commands<C>() -> Vec<Command<C>> {
     let c = |name, description, role, params| Command {
         name,
         description,
         role,
         params,
-        handler: only_in_pipelines,
+        handler: only_in_pipelines::<C>,
     };
     vec![
         c(

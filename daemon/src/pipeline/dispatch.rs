@@ -10,13 +10,16 @@ use std::time::Duration;
 use hookd_shared::{EventType, PayloadType, Role};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
 
+use super::Env;
 use super::expr::Engine;
 use super::parse::Pipeline;
 use super::run::{self, Identity, Run};
-use crate::app::App;
-use crate::commands::Registry;
+use crate::burst::Burst;
+use crate::config::PipelineConfig;
 use crate::events::EventData;
+use crate::registry::Catalog;
 use crate::store::ids::decode_public_id;
 use crate::store::pipelines::{self, Finish, Listeners, NewExecution, PipelineRow};
 use crate::store::{Store, StoreError};
@@ -45,13 +48,23 @@ impl Stored {
     }
 }
 
-/// Compiled pipelines (the queue of runs is the store's: `Store::take_run_queue`).
+/// Compiled pipelines and what their runs share (the queue of runs is the store's:
+/// `Store::take_run_queue`).
 pub struct Runtime {
     pub engine: Engine,
     pipelines: RwLock<HashMap<String, Arc<Stored>>>,
     /// Runs `event.send` queued per trace (see `fire`); forgotten oldest first past
     /// `TRACES_KEPT` traces, and at a restart.
     chained: std::sync::Mutex<TraceBudget>,
+    /// Where runs are queued and recorded.
+    pub store: Store,
+    pub config: PipelineConfig,
+    /// Receives in progress: workers step aside during a burst.
+    burst: Arc<Burst>,
+    /// One permit per program `exec` runs at once (`[pipeline] programs`).
+    pub programs: tokio::sync::Semaphore,
+    /// Cancelled when the daemon stops.
+    pub shutdown: CancellationToken,
 }
 
 /// Traces whose chained runs are counted at once.
@@ -86,12 +99,19 @@ impl TraceBudget {
 
 impl Runtime {
     /// Compiles every stored pipeline (one that no longer compiles is skipped, with a warning).
-    pub async fn load(store: &Store, registry: &Registry) -> Result<Runtime, StoreError> {
+    /// Runs are recorded in `store`, step aside for `burst` and stop at `shutdown`.
+    pub async fn load(
+        store: Store,
+        catalog: &dyn Catalog,
+        config: PipelineConfig,
+        burst: Arc<Burst>,
+        shutdown: CancellationToken,
+    ) -> Result<Runtime, StoreError> {
         let engine = Engine::default();
         let rows = store.pipelines().await?;
         let mut map = HashMap::new();
         for row in rows {
-            match super::parse(&row.source, registry, &engine) {
+            match super::parse(&row.source, catalog, &engine) {
                 Ok(p) => {
                     map.insert(
                         row.name.clone(),
@@ -111,6 +131,11 @@ impl Runtime {
             engine,
             pipelines: RwLock::new(map),
             chained: Default::default(),
+            programs: tokio::sync::Semaphore::new(config.programs),
+            store,
+            config,
+            burst,
+            shutdown,
         })
     }
 
@@ -159,21 +184,21 @@ impl Runtime {
 
 /// Starts the workers with what a stop left queued, after dispatching what a hookd before
 /// schema 8 left undispatched.
-pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
-    let Some(rx) = app.store.take_run_queue() else {
+pub async fn start(env: &Env) -> Result<(), StoreError> {
+    let Some(rx) = env.runtime.store.take_run_queue() else {
         return Ok(());
     };
-    let left = app.store.queued_executions().await?;
+    let left = env.runtime.store.queued_executions().await?;
     if !left.is_empty() {
         tracing::info!(
             "{} queued pipeline runs left from the last stop; running them",
             left.len()
         );
     }
-    app.store.enqueue_runs(left);
-    dispatch_left_by_the_log(app).await?;
+    env.runtime.store.enqueue_runs(left);
+    dispatch_left_by_the_log(env).await?;
     let rx = Arc::new(Mutex::new(rx));
-    let runs = app.clone();
+    let runs = env.clone();
     std::thread::Builder::new()
         .name("hookd-runs".into())
         .spawn(move || run_workers(runs, rx))
@@ -184,12 +209,12 @@ pub async fn start(app: &Arc<App>) -> Result<(), StoreError> {
 /// Before schema 8 a dispatcher queued runs from the event log and saved how far it got; the
 /// messages it had not reached are dispatched here, once (a page at a time, each committed with
 /// the cursor, so a crash mid-way repeats nothing), and then the cursor is dropped.
-async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
-    let Some(mut cursor) = app.store.dispatch_cursor().await? else {
+async fn dispatch_left_by_the_log(env: &Env) -> Result<(), StoreError> {
+    let Some(mut cursor) = env.runtime.store.dispatch_cursor().await? else {
         return Ok(());
     };
     loop {
-        let page = app.store.events_after(cursor, PAGE).await?;
+        let page = env.runtime.store.events_after(cursor, PAGE).await?;
         let Some(last) = page.last().map(|e| e.seq) else {
             break;
         };
@@ -208,26 +233,27 @@ async fn dispatch_left_by_the_log(app: &Arc<App>) -> Result<(), StoreError> {
             if ev.kind != EventType::MessageReceived {
                 continue;
             }
-            if let Some(l) = app.pipelines.listeners_for(&m.event_key) {
+            if let Some(l) = env.runtime.listeners_for(&m.event_key) {
                 new.extend(l.executions(m, seq));
             }
         }
-        let queued = app.store.queue_executions(new, Some(last)).await?;
-        app.store
+        let queued = env.runtime.store.queue_executions(new, Some(last)).await?;
+        env.runtime
+            .store
             .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
         cursor = last;
         if page.len() < PAGE as usize {
             break;
         }
     }
-    app.store.forget_dispatch_cursor().await
+    env.runtime.store.forget_dispatch_cursor().await
 }
 
 /// Runs queued executions on a runtime of their own, whose threads (and the programs runs
 /// `exec`) have `[pipeline] nice`: under a burst the OS gives the CPU to capturing requests
 /// first, and the queued runs (stored, so none is lost) catch up after it.
-fn run_workers(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
-    let nice = app.config.pipeline.nice;
+fn run_workers(env: Env, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
+    let nice = env.runtime.config.nice;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .thread_name("hookd-run")
         .on_thread_start(move || lower_priority(nice))
@@ -241,10 +267,10 @@ fn run_workers(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
         }
     };
     rt.block_on(async {
-        for i in 0..app.config.pipeline.workers {
-            tokio::spawn(worker(app.clone(), rx.clone(), i == 0));
+        for i in 0..env.runtime.config.workers {
+            tokio::spawn(worker(env.clone(), rx.clone(), i == 0));
         }
-        app.shutdown.cancelled().await;
+        env.runtime.shutdown.cancelled().await;
     });
     // Runs cut off here are marked interrupted at the next start, as when the process ends.
     rt.shutdown_background();
@@ -274,15 +300,15 @@ fn lower_priority(_nice: i32) {}
 
 /// `event.send`: queues a run of every listener of `event_key`; returns how many.
 pub async fn fire(
-    app: &Arc<App>,
+    env: &Env,
     event_key: &str,
     payload: Value,
     depth: u32,
     trace_id: &str,
 ) -> Result<usize, String> {
     let input = serde_json::to_string(&payload).map_err(|e| e.to_string())?;
-    let new: Vec<NewExecution> = app
-        .pipelines
+    let new: Vec<NewExecution> = env
+        .runtime
         .listeners_of(event_key)
         .into_iter()
         .map(|name| NewExecution {
@@ -299,9 +325,9 @@ pub async fn fire(
         .collect();
     let n = new.len();
     // A fan-out (two event.send per run, say) grows in breadth, which MAX_DEPTH does not bound.
-    let max = app.config.pipeline.max_runs_per_trace;
+    let max = env.runtime.config.max_runs_per_trace;
     if n > 0
-        && let Err(left) = crate::locks::lock(&app.pipelines.chained).take(trace_id, n as u32, max)
+        && let Err(left) = crate::locks::lock(&env.runtime.chained).take(trace_id, n as u32, max)
     {
         return Err(format!(
             "trace {trace_id} has queued its {max} runs ([pipeline] maxRunsPerTrace); {event_key} \
@@ -309,12 +335,14 @@ pub async fn fire(
         ));
     }
     if n > 0 {
-        let queued = app
+        let queued = env
+            .runtime
             .store
             .queue_executions(new, None)
             .await
             .map_err(|e| e.to_string())?;
-        app.store
+        env.runtime
+            .store
             .enqueue_runs(queued.into_iter().map(|(seq, _)| seq).collect());
     }
     Ok(n)
@@ -324,25 +352,25 @@ pub async fn fire(
 /// received (including one that was waiting for work when it began), so its runs queue (stored)
 /// instead of slowing the writer every receive waits for; the steady one keeps them moving
 /// however long the burst lasts.
-async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, steady: bool) {
+async fn worker(env: Env, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, steady: bool) {
     // Grows while runs cannot start because the store cannot write (a full disk, say).
     let mut pause = Duration::ZERO;
     loop {
         if !steady {
             tokio::select! {
-                () = app.burst.quiet() => {}
-                () = app.shutdown.cancelled() => return,
+                () = env.runtime.burst.quiet() => {}
+                () = env.runtime.shutdown.cancelled() => return,
             }
         }
         let next = tokio::select! {
             seq = async { rx.lock().await.recv().await } => seq,
-            () = app.burst.begun(), if !steady => continue,
-            () = app.shutdown.cancelled() => return,
+            () = env.runtime.burst.begun(), if !steady => continue,
+            () = env.runtime.shutdown.cancelled() => return,
         };
         let Some(seq) = next else {
             return;
         };
-        match execute(&app, seq).await {
+        match execute(&env, seq).await {
             Ok(()) => pause = Duration::ZERO,
             Err(e) => {
                 // Still queued in the table: queued again here, so it runs once the store
@@ -353,10 +381,10 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
                     "execution {seq} could not start ({e}); this worker pauses {} s",
                     pause.as_secs()
                 );
-                app.store.enqueue_runs(vec![seq]);
+                env.runtime.store.enqueue_runs(vec![seq]);
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    () = app.shutdown.cancelled() => return,
+                    () = env.runtime.shutdown.cancelled() => return,
                 }
             }
         }
@@ -365,8 +393,8 @@ async fn worker(app: Arc<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>, ste
 
 /// Runs a queued execution to its end and records the outcome. An error means the store could
 /// not record its start (the run stays queued); a run that is no longer queued is skipped.
-pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
-    let row = match app.store.start_execution(seq).await {
+pub async fn execute(env: &Env, seq: i64) -> Result<(), StoreError> {
+    let row = match env.runtime.store.start_execution(seq).await {
         Ok(r) => r,
         Err(e @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Closed)) => {
             tracing::debug!("execution {seq} not started: {e}");
@@ -375,7 +403,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
         Err(e) => return Err(e),
     };
     let started = std::time::Instant::now();
-    let outcome = prepare_and_run(app, &row).await;
+    let outcome = prepare_and_run(env, &row).await;
     let finish = match outcome {
         Ok(Some((o, body_from))) => {
             let (body, truncated) = match body_from {
@@ -423,16 +451,16 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
     // The worker moves on once the record is queued: the writer's queue keeps it ahead of the
     // next run's start, and waiting for its commit too would halve what a worker can run.
     let again = finish.clone();
-    match app.store.finish_execution_queued(finish).await {
+    match env.runtime.store.finish_execution_queued(finish).await {
         Ok(committed) => {
-            let app = app.clone();
+            let env = env.clone();
             tokio::spawn(async move {
                 if let Err(e) = committed.await {
-                    record_end_again(&app, again, e).await;
+                    record_end_again(&env, again, e).await;
                 }
             });
         }
-        Err(e) => record_end_again(app, again, e).await,
+        Err(e) => record_end_again(env, again, e).await,
     }
     Ok(())
 }
@@ -440,7 +468,7 @@ pub async fn execute(app: &Arc<App>, seq: i64) -> Result<(), StoreError> {
 /// Every run is recorded: when the store could not record a run's end (a full disk, say), try
 /// again, pausing longer each time, until it can or the daemon stops (a run still `running` at
 /// the next start is marked failed then).
-async fn record_end_again(app: &Arc<App>, finish: Finish, first: StoreError) {
+async fn record_end_again(env: &Env, finish: Finish, first: StoreError) {
     let seq = finish.seq;
     let mut e = first;
     let mut pause = Duration::ZERO;
@@ -459,9 +487,9 @@ async fn record_end_again(app: &Arc<App>, finish: Finish, first: StoreError) {
         );
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = app.shutdown.cancelled() => return,
+            () = env.runtime.shutdown.cancelled() => return,
         }
-        match app.store.finish_execution(finish.clone()).await {
+        match env.runtime.store.finish_execution(finish.clone()).await {
             Ok(_) => return,
             Err(next) => e = next,
         }
@@ -471,10 +499,10 @@ async fn record_end_again(app: &Arc<App>, finish: Finish, first: StoreError) {
 /// Builds the run's input and runs it; `Ok(None)` when the listener's filter skips it. With the
 /// outcome, the payload type of the message event it started with if it ended with it unchanged.
 async fn prepare_and_run(
-    app: &Arc<App>,
+    env: &Env,
     row: &pipelines::ExecutionRow,
 ) -> Result<Option<(run::Outcome, Option<PayloadType>)>, String> {
-    let stored = app.pipelines.get(&row.pipeline).ok_or_else(|| {
+    let stored = env.runtime.get(&row.pipeline).ok_or_else(|| {
         format!(
             "pipeline '{}' was deleted before this run started",
             row.pipeline
@@ -486,7 +514,8 @@ async fn prepare_and_run(
             let seq = row
                 .message_seq
                 .ok_or("the triggering message is not recorded")?;
-            let (event, payload_type) = message_event(app, seq, &row.trace_id, None).await?;
+            let (event, payload_type) =
+                message_event(&env.runtime.store, seq, &row.trace_id, None).await?;
             from_message = Some(payload_type);
             event
         }
@@ -517,8 +546,8 @@ async fn prepare_and_run(
             vars,
             headers,
         };
-        let v = app
-            .pipelines
+        let v = env
+            .runtime
             .engine
             .eval(filter, &ctx)
             .map_err(|e| format!("filter: {e}"))?;
@@ -527,7 +556,7 @@ async fn prepare_and_run(
         }
     }
     let r = stored.run_for(Identity::Anonymous, body, row.depth, row.trace_id.clone());
-    let outcome = run::run(app, r).await;
+    let outcome = run::run(env, r).await;
     // A message event the run left as it was is rebuilt from the message when asked for
     // (execution.get), not stored: it is larger than the message itself.
     let body_from = from_message.filter(|_| outcome.body_unchanged);
@@ -537,19 +566,18 @@ async fn prepare_and_run(
 /// The event body for the message stored at `seq`, built with its webhook's payload type
 /// (`payload_type` overrides it: to rebuild the event a finished run saw).
 pub async fn message_event(
-    app: &Arc<App>,
+    store: &Store,
     seq: i64,
     trace_id: &str,
     payload_type: Option<PayloadType>,
 ) -> Result<(Value, PayloadType), String> {
-    let (rec, body) = app
-        .store
+    let (rec, body) = store
         .message_with_body(seq)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("message {seq} no longer exists"))?;
     let payload_type = payload_type.unwrap_or_else(|| {
-        app.store
+        store
             .webhook(&rec.summary.uuid)
             .map_or(PayloadType::Raw, |w| w.payload_type)
     });

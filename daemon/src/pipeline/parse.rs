@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::expr::{Engine, Template};
-use crate::commands::{Kind, Registry};
+use crate::registry::{Catalog, Kind};
 use hookd_shared::key;
 
 /// Parameters every step accepts, besides its command's own.
@@ -86,7 +86,7 @@ struct Doc {
 /// Parses and validates `source`.
 pub fn parse(
     source: &str,
-    registry: &Registry,
+    registry: &dyn Catalog,
     engine: &Engine,
 ) -> Result<Pipeline, PipelineError> {
     let doc: Doc = serde_saphyr::from_str(source).map_err(|e| PipelineError {
@@ -126,7 +126,7 @@ pub fn parse(
                 ));
             }
         };
-        let Some(decl) = registry.get(&command) else {
+        let Some(decl) = registry.spec(&command) else {
             return Err(err(format!(
                 "unknown command '{command}'; command.list shows them"
             )));
@@ -349,7 +349,7 @@ mod tests {
     use super::*;
 
     fn p(src: &str) -> Result<Pipeline, PipelineError> {
-        parse(src, &Registry::default(), &Engine::default())
+        parse(src, &crate::commands::registry(), &Engine::default())
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use hookd_shared::{Role, StepLog};
 use serde_json::{Map, Value};
 
+use super::Env;
 use super::expr::Context;
 use super::parse::{OnError, ParamValue, Pipeline, Step};
 use super::process;
-use crate::app::App;
-use crate::commands::Output;
+use crate::registry::Output;
 use crate::store::TokenAuth;
 
 /// How deep `event.send` chains may go before a run is stopped as a probable loop.
@@ -150,7 +150,7 @@ pub(super) fn over_time_limit(limit: Duration) -> String {
 }
 
 /// Runs `r` to its end, its first unhandled error, or the configured time limit.
-pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
+pub async fn run(env: &Env, r: Run) -> Outcome {
     let mut st = State {
         body: if r.body.is_null() {
             r.pipeline.body.clone().unwrap_or(Value::Null)
@@ -168,7 +168,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
     // A message event's credentials are the run's to use, never to record.
     let verify = st.body["webhookUuid"]
         .as_str()
-        .and_then(|u| app.store.webhook(u))
+        .and_then(|u| env.runtime.store.webhook(u))
         .and_then(|w| w.verify.clone());
     // Shorter ones are masked where they stand (the event's fields), not as text anywhere:
     // masking every "ab" in a record would garble it.
@@ -178,8 +178,8 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
             .into_iter()
             .filter(|c| c.len() >= MIN_SECRET),
     );
-    let limit = app.config.pipeline.timeout;
-    if tokio::time::timeout(limit, steps(app, &r, &mut st))
+    let limit = env.runtime.config.timeout;
+    if tokio::time::timeout(limit, steps(env, &r, &mut st))
         .await
         .is_err()
     {
@@ -220,7 +220,7 @@ pub async fn run(app: &Arc<App>, r: Run) -> Outcome {
     }
 }
 
-async fn steps(app: &Arc<App>, r: &Run, st: &mut State) {
+async fn steps(env: &Env, r: &Run, st: &mut State) {
     for (i, step) in r.pipeline.steps.iter().enumerate() {
         let rec = StepLog {
             index: i as u32,
@@ -233,7 +233,7 @@ async fn steps(app: &Arc<App>, r: &Run, st: &mut State) {
             error: None,
         };
         st.current = Some((rec, Instant::now()));
-        let result = step_once(app, r, st, step).await;
+        let result = step_once(env, r, st, step).await;
         let Some((mut rec, started)) = st.current.take() else {
             return;
         };
@@ -283,7 +283,7 @@ async fn steps(app: &Arc<App>, r: &Run, st: &mut State) {
 
 /// One step: `Ok(None)` when its `if` is false.
 async fn step_once(
-    app: &Arc<App>,
+    env: &Env,
     r: &Run,
     st: &mut State,
     step: &Step,
@@ -292,15 +292,15 @@ async fn step_once(
         return Ok(Some(Flow::Next(None)));
     }
     if let Some(when) = &step.when {
-        let v = eval(app, when, st)?;
+        let v = eval(env, when, st)?;
         if !truthy(&v) {
             return Ok(None);
         }
     }
-    permit(app, &st.identity, &step.command)?;
+    permit(env, &st.identity, &step.command)?;
     let mut params = Map::new();
     for (name, v) in &step.params {
-        params.insert(name.clone(), eval(app, v, st)?);
+        params.insert(name.clone(), eval(env, v, st)?);
     }
     let flow = match step.command.as_str() {
         "log" => {
@@ -360,7 +360,7 @@ async fn step_once(
                 .get("payload")
                 .cloned()
                 .unwrap_or_else(|| st.body.clone());
-            let n = super::dispatch::fire(app, &key, payload, r.depth + 1, &r.trace_id).await?;
+            let n = super::dispatch::fire(env, &key, payload, r.depth + 1, &r.trace_id).await?;
             log_line(st, format!("event {key} sent to {n} listener(s)"));
             Flow::Next(None)
         }
@@ -375,7 +375,7 @@ async fn step_once(
                     r.stored_by
                 ));
             }
-            let role = user_role(app, name).ok_or_else(|| {
+            let role = user_role(env, name).ok_or_else(|| {
                 format!("no user '{name}': users are token names (token.list) or 'admin'")
             })?;
             st.identity = Identity::User {
@@ -387,13 +387,13 @@ async fn step_once(
         }
         "exec" => {
             // Waiting for a permit counts against the run's time limit like any other step.
-            let _program = app
+            let _program = env
+                .runtime
                 .programs
                 .acquire()
                 .await
                 .map_err(|_| "hookd is stopping".to_string())?;
-            let (out, lines) =
-                process::exec(&params, &st.body, app.config.pipeline.timeout).await?;
+            let (out, lines) = process::exec(&params, &st.body, env.runtime.config.timeout).await?;
             for l in lines {
                 log_line(st, l);
             }
@@ -408,14 +408,14 @@ async fn step_once(
                     role: *role,
                 }),
             };
-            let out = app
-                .registry
-                .invoke(app.clone(), name, params, caller, Some(st.body.clone()))
+            let out = env
+                .commands
+                .invoke(name, params, caller, Some(st.body.clone()))
                 .await
                 .map_err(|e| e.to_string())?;
             match out {
                 Output::Json(v) => {
-                    if crate::commands::SECRET_OUTPUTS.contains(&name) {
+                    if crate::registry::SECRET_OUTPUTS.contains(&name) {
                         collect_secrets(&v, &mut st.secrets);
                     }
                     Flow::Next(Some(v))
@@ -439,16 +439,16 @@ fn log_line(st: &mut State, line: String) {
 }
 
 /// Whether `identity` may run `command`.
-fn permit(app: &App, identity: &Identity, command: &str) -> Result<(), String> {
+fn permit(env: &Env, identity: &Identity, command: &str) -> Result<(), String> {
     if command == "iam.run.as" {
         return Ok(());
     }
-    let needed = app.registry.get(command).and_then(|c| c.role);
+    let needed = env.commands.spec(command).and_then(|c| c.role);
     match identity {
         Identity::Anonymous => {
-            if app
+            if env
+                .runtime
                 .config
-                .pipeline
                 .anonymous_commands
                 .iter()
                 .any(|c| c == command)
@@ -473,36 +473,36 @@ fn permit(app: &App, identity: &Identity, command: &str) -> Result<(), String> {
 }
 
 /// The role of a user: `admin`, or the role of the token with that name.
-fn user_role(app: &App, name: &str) -> Option<Role> {
+fn user_role(env: &Env, name: &str) -> Option<Role> {
     if name == "admin" {
         return Some(Role::Admin);
     }
-    app.store.token_by_name(name).map(|t| t.role)
+    env.runtime.store.token_by_name(name).map(|t| t.role)
 }
 
-fn eval(app: &App, v: &ParamValue, st: &State) -> Result<Value, String> {
+fn eval(env: &Env, v: &ParamValue, st: &State) -> Result<Value, String> {
     let ctx = Context {
         body: &st.body,
         vars: &st.vars,
         headers: &st.headers,
     };
-    eval_in(app, v, &ctx)
+    eval_in(env, v, &ctx)
 }
 
-fn eval_in(app: &App, v: &ParamValue, ctx: &Context<'_>) -> Result<Value, String> {
+fn eval_in(env: &Env, v: &ParamValue, ctx: &Context<'_>) -> Result<Value, String> {
     Ok(match v {
         ParamValue::Literal(v) => v.clone(),
-        ParamValue::Template(t) => app.pipelines.engine.eval(t, ctx)?,
+        ParamValue::Template(t) => env.runtime.engine.eval(t, ctx)?,
         ParamValue::Object(parts) => Value::Object(
             parts
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), eval_in(app, v, ctx)?)))
+                .map(|(k, v)| Ok((k.clone(), eval_in(env, v, ctx)?)))
                 .collect::<Result<_, String>>()?,
         ),
         ParamValue::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| eval_in(app, v, ctx))
+                .map(|v| eval_in(env, v, ctx))
                 .collect::<Result<_, _>>()?,
         ),
     })

@@ -4,7 +4,6 @@
 //! to `incoming/<id>` (fsynced before the commit), so a 100 MiB upload costs a few buffers of
 //! memory. A multipart body is parsed on the fly into (offset, size) views of the same bytes.
 
-pub mod burst;
 pub mod limits;
 pub mod multipart;
 pub mod verify;
@@ -21,10 +20,11 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::app::App;
+use crate::burst::Burst;
+use crate::config::Config;
 use crate::error::Error;
 use crate::store::spool::sync_dir;
-use crate::store::{Capture, Captured, CapturedBody, PartRecord, WebhookRow};
+use crate::store::{Capture, Captured, CapturedBody, PartRecord, Store, WebhookRow};
 use multipart::{MultipartError, Parser, header_text};
 use verify::Start;
 
@@ -35,9 +35,21 @@ const SPILL_BUFFER: usize = 256 * 1024;
 /// The one answer for unknown, deleted and disabled webhooks: no hint whether one existed.
 const NO_WEBHOOK: &str = "no webhook at this URL";
 
+/// What receiving a request uses.
+pub struct Receiver {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub limits: Arc<limits::Limits>,
+    /// Counts receives, so pipeline runs can step aside during a burst.
+    pub burst: Arc<Burst>,
+    /// Which listeners a capture queues runs for.
+    pub pipelines: Arc<crate::pipeline::Runtime>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
 /// Captures the request and commits it; the answer means the capture is on disk.
 pub async fn receive<B>(
-    app: &Arc<App>,
+    ctx: &Receiver,
     parts: Parts,
     body: B,
     remote: SocketAddr,
@@ -46,7 +58,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let _receiving = app.burst.enter();
+    let _receiving = ctx.burst.enter();
     let received_at = crate::clock::now_ms();
     let started = Instant::now();
     if !matches!(
@@ -59,13 +71,13 @@ where
         )));
     }
     let uuid = webhook_uuid(&parts).ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
-    let hook = app
+    let hook = ctx
         .store
         .webhook(&uuid)
         .filter(|h| h.enabled)
         .ok_or_else(|| Error::NotFound(NO_WEBHOOK.into()))?;
-    let result = capture(app, parts, body, remote, &hook, received_at, started).await;
-    if let Some(m) = &app.metrics {
+    let result = capture(ctx, parts, body, remote, &hook, received_at, started).await;
+    if let Some(m) = &ctx.metrics {
         count(m, &hook, &result);
     }
     result
@@ -96,7 +108,7 @@ fn count(m: &crate::metrics::Metrics, hook: &WebhookRow, result: &Result<Receive
 
 /// The capture of a request to an enabled webhook, from its source checks to the commit.
 async fn capture<B>(
-    app: &Arc<App>,
+    ctx: &Receiver,
     parts: Parts,
     mut body: B,
     remote: SocketAddr,
@@ -108,7 +120,7 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let client = client_ip(&app.config.trusted_proxies, remote.ip(), &parts.headers);
+    let client = client_ip(&ctx.config.trusted_proxies, remote.ip(), &parts.headers);
     if !hook.allow_cidrs.is_empty() && !hook.allow_cidrs.iter().any(|n| n.contains(&client)) {
         return Err(Error::Forbidden(format!(
             "{client} may not send to this webhook"
@@ -118,9 +130,9 @@ where
         message: format!("too many requests {what}; retry later"),
         retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
     };
-    let cfg = &app.config;
+    let cfg = &ctx.config;
     if cfg.per_ip_rate > 0.0 {
-        app.limits
+        ctx.limits
             .per_ip
             .take(
                 &limits::source_key(client, cfg.per_ip_v6_prefix),
@@ -130,7 +142,7 @@ where
             .map_err(|w| limited(w, &format!("from {client}")))?;
     }
     if let Some(r) = hook.rate_limit {
-        app.limits
+        ctx.limits
             .per_webhook
             .take(&hook.uuid, r.per_second, f64::from(r.burst.max(1)))
             .map_err(|w| limited(w, "to this webhook"))?;
@@ -167,7 +179,7 @@ where
         head: BytesMut::new(),
         spill: None,
         parser,
-        store: app.store.clone(),
+        store: ctx.store.clone(),
     };
     if declared.is_some_and(|n| n as usize > INLINE_MAX) {
         sink.spill().await.map_err(|e| sink_error(limit, e))?;
@@ -253,11 +265,11 @@ where
         // Kept for the operator (first 64 KiB, hash of all of it), rate-capped; the sender
         // learns nothing that helps it forge the next attempt. `guard` deletes any spilled file.
         drop(guard);
-        if app.limits.may_record_rejection(&hook.uuid) {
+        if ctx.limits.may_record_rejection(&hook.uuid) {
             capture.body = CapturedBody::Inline(head);
             capture.parts = Vec::new();
             capture.rejected = Some(reason);
-            app.store.capture(capture).await?;
+            ctx.store.capture(capture).await?;
         } else {
             tracing::warn!(webhook = %crate::metrics::webhook_label(&hook.uuid), "rejected request not recorded (rejection records are rate-capped): {reason}");
         }
@@ -268,16 +280,16 @@ where
     capture.dedupe =
         dedupe_key(hook.dedupe.as_deref(), &parts.headers).map(|k| (k, hook.dedupe_window * 1000));
     // Queued in the message's own transaction: a 200 means its runs are stored too.
-    capture.listeners = app.pipelines.listeners_for(&hook.event_key);
+    capture.listeners = ctx.pipelines.listeners_for(&hook.event_key);
     // From here the store owns the file: it moves it into place on commit and deletes it if the
     // commit fails, even if this request is dropped while waiting.
     if let Some(mut g) = guard {
         g.disarm();
     }
     let size = capture.size;
-    match app.store.capture(capture).await? {
+    match ctx.store.capture(capture).await? {
         Captured::Stored(summary) => {
-            if let Some(m) = &app.metrics {
+            if let Some(m) = &ctx.metrics {
                 m.received_bytes.increment(size);
             }
             Ok(ReceiveResponse {
