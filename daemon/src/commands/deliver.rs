@@ -551,4 +551,111 @@ mod tests {
         assert!(delay_ms(&json!("soon")).is_err());
         assert!(delay_ms(&json!(-1)).is_err());
     }
+
+    mod against_the_store {
+        use hookd_shared::Role;
+        use serde_json::json;
+
+        use crate::commands::testing::Harness;
+        use crate::error::Error;
+
+        /// A public address: the deliverer's loop does not run here, so it is never connected to.
+        const PUBLIC: &str = "http://93.184.215.14/hooks";
+
+        #[tokio::test]
+        async fn a_send_is_committed_pending_and_can_be_cancelled() {
+            let h = Harness::new().await;
+            let sent = h
+                .ok(
+                    "webhook.send",
+                    json!({
+                        "url": PUBLIC,
+                        "message": {"order": 7},
+                        "headers": {"Authorization": "Bearer s3cr3t-token", "X-Trace": "t1"},
+                        "schedule": ["1s", "1m"],
+                    }),
+                    Role::Admin,
+                )
+                .await;
+            let id = sent["deliveryId"].as_str().expect("deliveryId").to_string();
+            assert_eq!(sent["status"], "pending");
+
+            let listed = h
+                .ok("delivery.list", json!({"status": "pending"}), Role::Viewer)
+                .await;
+            assert_eq!(listed[0]["id"], id.as_str());
+            assert_eq!(
+                listed[0]["maxAttempts"], 2,
+                "one attempt per schedule entry"
+            );
+
+            let admin = h.ok("delivery.get", json!({"id": id}), Role::Admin).await;
+            let header = |d: &serde_json::Value, name: &str| {
+                d["headers"]
+                    .as_array()
+                    .and_then(|hs| hs.iter().find(|h| h[0] == name))
+                    .map(|h| h[1].clone())
+            };
+            assert_eq!(
+                header(&admin, "authorization"),
+                Some(json!("Bearer s3cr3t-token"))
+            );
+            assert_eq!(
+                header(&admin, "content-type"),
+                Some(json!("application/json"))
+            );
+            let viewer = h.ok("delivery.get", json!({"id": id}), Role::Viewer).await;
+            assert_eq!(
+                header(&viewer, "authorization"),
+                Some(json!(hookd_shared::verify::MASK))
+            );
+            assert_eq!(
+                header(&viewer, "x-trace"),
+                Some(json!(hookd_shared::verify::MASK))
+            );
+            assert_eq!(
+                header(&viewer, "content-type"),
+                Some(json!("application/json"))
+            );
+
+            let cancelled = h
+                .ok("delivery.cancel", json!({"id": id}), Role::Admin)
+                .await;
+            assert_eq!(cancelled["status"], "cancelled");
+            assert_eq!(h.store.pending_deliveries().await.expect("count"), 0);
+        }
+
+        #[tokio::test]
+        async fn private_destinations_and_bad_settings_are_refused_before_anything_is_stored() {
+            let h = Harness::new().await;
+            for (params, says) in [
+                (json!({"url": "http://127.0.0.1:9/x"}), "127.0.0.1"),
+                (
+                    json!({"url": "http://[2002:7f00:1::1]/x"}),
+                    "2002:7f00:1::1",
+                ),
+                (json!({"url": "ftp://example.com/x"}), "http:// or https://"),
+                (json!({"url": PUBLIC, "method": "TRACE"}), "method must be"),
+                (json!({"url": PUBLIC, "timeout": 0}), "timeout must be"),
+                (json!({"url": PUBLIC, "schedule": []}), "schedule must be"),
+                (
+                    json!({"url": PUBLIC, "headers": {"bad name": "v"}}),
+                    "not a valid HTTP header",
+                ),
+            ] {
+                let e = h
+                    .call("webhook.send", params.clone(), Some(Role::Admin))
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{params} was accepted"));
+                assert!(matches!(e, Error::InvalidParam(_)), "{params}: {e:?}");
+                assert!(e.to_string().contains(says), "{params}: {e}");
+            }
+            let viewer = h
+                .call("webhook.send", json!({"url": PUBLIC}), Some(Role::Viewer))
+                .await;
+            assert!(matches!(viewer, Err(Error::Forbidden(_))));
+            assert_eq!(h.store.pending_deliveries().await.expect("count"), 0);
+        }
+    }
 }

@@ -392,4 +392,119 @@ mod tests {
         );
         assert_eq!(encode_body(vec![b'a', 0xc3], false).1, BodyEncoding::Base64);
     }
+
+    mod against_the_store {
+        use hookd_shared::Role;
+        use serde_json::json;
+
+        use crate::commands::testing::Harness;
+        use crate::commands::{Output, RawData};
+        use crate::error::Error;
+
+        #[tokio::test]
+        async fn list_get_and_body_show_what_was_captured() {
+            let h = Harness::new().await;
+            let uuid = h.webhook("webhook.test").await;
+            let other = h.webhook("webhook.other").await;
+            let body = b"\x00\xffbinary \r\n body";
+            let first = h.capture(&uuid, body, &[("x-a", "1")]).await;
+            h.capture(&other, b"elsewhere", &[]).await;
+            let second = h.capture(&uuid, b"{\"n\":2}", &[]).await;
+
+            let list = h
+                .ok("message.list", json!({"uuid": uuid}), Role::Viewer)
+                .await;
+            let ids: Vec<&str> = list
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter_map(|m| m["id"].as_str())
+                .collect();
+            assert_eq!(
+                ids,
+                [second.as_str(), first.as_str()],
+                "newest first, this webhook's"
+            );
+
+            let m = h
+                .ok("message.get", json!({"id": first}), Role::Viewer)
+                .await;
+            assert_eq!(m["encoding"], "base64");
+            assert_eq!(m["size"], body.len());
+            assert_eq!(m["headers"], json!([["x-a", "1"]]));
+            match h
+                .call("message.body", json!({"id": first}), Some(Role::Viewer))
+                .await
+            {
+                Ok(Output::Raw(r)) => match r.data {
+                    RawData::Bytes(b) => assert_eq!(&b[..], &body[..]),
+                    _ => panic!("a small body is answered from memory"),
+                },
+                Ok(_) => panic!("message.body answers bytes"),
+                Err(e) => panic!("message.body: {e}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn viewers_see_credentials_masked_and_admins_may_ask_for_them() {
+            let h = Harness::new().await;
+            let uuid = h.webhook("webhook.test").await;
+            let id = h
+                .capture(
+                    &uuid,
+                    b"{}",
+                    &[("authorization", "Bearer abcdefgh"), ("x-b", "kept")],
+                )
+                .await;
+            let masked = h.ok("message.get", json!({"id": id}), Role::Viewer).await;
+            assert_eq!(
+                masked["headers"],
+                json!([
+                    ["authorization", hookd_shared::verify::MASK],
+                    ["x-b", "kept"]
+                ])
+            );
+            let refused = h
+                .call(
+                    "message.get",
+                    json!({"id": id, "raw": true}),
+                    Some(Role::Viewer),
+                )
+                .await;
+            assert!(matches!(refused, Err(Error::Forbidden(_))));
+            let raw = h
+                .ok("message.get", json!({"id": id, "raw": true}), Role::Admin)
+                .await;
+            assert_eq!(raw["headers"][0][1], "Bearer abcdefgh");
+        }
+
+        #[tokio::test]
+        async fn unknown_and_malformed_ids_are_told_apart() {
+            let h = Harness::new().await;
+            let missing = h
+                .call(
+                    "message.get",
+                    json!({"id": uuid::Uuid::now_v7().to_string()}),
+                    Some(Role::Viewer),
+                )
+                .await;
+            assert!(
+                matches!(missing, Err(Error::NotFound(_))),
+                "{:?}",
+                missing.err()
+            );
+            let bad = h
+                .call("message.body", json!({"id": "x"}), Some(Role::Viewer))
+                .await;
+            assert!(
+                matches!(bad, Err(Error::InvalidParam(_))),
+                "{:?}",
+                bad.err()
+            );
+            let limit = h
+                .call("message.list", json!({"limit": 0}), Some(Role::Viewer))
+                .await;
+            assert!(matches!(limit, Err(Error::InvalidParam(_))));
+        }
+    }
 }

@@ -8,6 +8,8 @@ mod message;
 mod meta;
 mod pipeline;
 mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 mod token;
 mod webhook;
 

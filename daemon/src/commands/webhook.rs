@@ -322,3 +322,124 @@ async fn delete(ctx: Ctx, call: Call) -> Result<Output, Error> {
     ctx.limits.forget_webhook(&row.uuid);
     json(&ctx.store.webhook_view(&row))
 }
+
+#[cfg(test)]
+mod tests {
+    use hookd_shared::Role;
+    use serde_json::json;
+
+    use crate::commands::testing::Harness;
+    use crate::error::Error;
+
+    #[tokio::test]
+    async fn put_creates_then_edits_and_delete_removes_from_every_lookup() {
+        let h = Harness::new().await;
+        let w = h
+            .ok(
+                "webhook.put",
+                json!({"eventKey": "webhook.github.push", "description": "gh"}),
+                Role::Admin,
+            )
+            .await;
+        let uuid = w["uuid"].as_str().expect("uuid").to_string();
+        assert_eq!(
+            w["webhookUrl"],
+            format!("http://hooks.test/api/v3/command/webhook.receive?uuid={uuid}")
+        );
+        // Receive looks webhooks up in memory: the new one is there at once.
+        let cached = h.store.webhook(&uuid).expect("cached");
+        assert_eq!(cached.event_key, "webhook.github.push");
+
+        let edited = h
+            .ok(
+                "webhook.put",
+                json!({"uuid": uuid, "enabled": "false", "maxPayloadLength": 2048}),
+                Role::Admin,
+            )
+            .await;
+        assert_eq!(edited["eventKey"], "webhook.github.push", "kept");
+        assert_eq!(edited["description"], "gh", "kept");
+        assert_eq!(edited["enabled"], false);
+        assert_eq!(edited["maxPayloadLength"], 2048);
+        assert!(!h.store.webhook(&uuid).expect("cached").enabled);
+        let listed = h.ok("webhook.get", json!({}), Role::Viewer).await;
+        assert_eq!(listed.as_array().map(Vec::len), Some(1));
+
+        h.ok("webhook.delete", json!({"uuid": uuid}), Role::Admin)
+            .await;
+        assert!(h.store.webhook(&uuid).is_none());
+        let gone = h
+            .call("webhook.get", json!({"uuid": uuid}), Some(Role::Viewer))
+            .await;
+        assert!(matches!(gone, Err(Error::NotFound(_))), "{:?}", gone.err());
+        let again = h
+            .call("webhook.delete", json!({"uuid": uuid}), Some(Role::Admin))
+            .await;
+        assert!(
+            matches!(again, Err(Error::NotFound(_))),
+            "{:?}",
+            again.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_and_the_wrong_role_store_nothing() {
+        let h = Harness::new().await;
+        for (params, says) in [
+            (json!({"eventKey": "a..b"}), "eventKey"),
+            (
+                json!({"eventKey": "x", "maxPayloadLength": 0}),
+                "maxPayloadLength must be between 1",
+            ),
+            (
+                json!({"eventKey": "x", "verify": {"scheme": "github"}}),
+                "needs a secret",
+            ),
+            (
+                json!({"eventKey": "x", "allowCidrs": "10.0.0.0/33"}),
+                "is not a CIDR",
+            ),
+            (json!({"uuid": "nope"}), "is not a UUID"),
+        ] {
+            let e = h
+                .call("webhook.put", params.clone(), Some(Role::Admin))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{params} was accepted"));
+            assert!(matches!(e, Error::InvalidParam(_)), "{params}: {e:?}");
+            assert!(e.to_string().contains(says), "{params}: {e}");
+        }
+        let viewer = h
+            .call("webhook.put", json!({"eventKey": "x"}), Some(Role::Viewer))
+            .await;
+        assert!(matches!(viewer, Err(Error::Forbidden(_))));
+        let anonymous = h.call("webhook.put", json!({"eventKey": "x"}), None).await;
+        assert!(matches!(anonymous, Err(Error::Unauthorized(_))));
+        assert!(h.store.webhooks().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn verify_secrets_are_stored_but_never_shown() {
+        let h = Harness::new().await;
+        let secret = "s3cret-value-for-github";
+        let w = h
+            .ok(
+                "webhook.put",
+                json!({"eventKey": "gh", "verify": {"scheme": "github", "secret": secret}}),
+                Role::Admin,
+            )
+            .await;
+        let uuid = w["uuid"].as_str().expect("uuid");
+        let shown = h
+            .ok("webhook.get", json!({"uuid": uuid}), Role::Admin)
+            .await;
+        assert!(!shown.to_string().contains(secret), "{shown}");
+        assert_eq!(shown["verify"]["scheme"], "github");
+        let stored = h.store.webhook(uuid).and_then(|w| w.verify.clone());
+        assert_eq!(
+            stored.and_then(|v| v.secret).as_deref(),
+            Some(secret),
+            "the receive path still has the secret"
+        );
+    }
+}

@@ -588,6 +588,114 @@ pub async fn message_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::testing::Harness;
+    use hookd_shared::{EventType, Role};
+    use serde_json::json;
+    use tokio::sync::broadcast;
+
+    /// Stores a listener of `pattern` named `global/app/t/pipeline/<name>` that logs the event key.
+    async fn listener(h: &Harness, name: &str, pattern: &str) {
+        let yaml = format!(
+            "pipeline:\n  - event.listen:\n      eventKey: {pattern}\n  - log:\n      message: \"got ${{body.eventKey}}\"\n"
+        );
+        h.ok(
+            "pipeline.put",
+            json!({"name": format!("global/app/t/pipeline/{name}"), "pipeline": yaml}),
+            Role::Admin,
+        )
+        .await;
+    }
+
+    /// The id and status of the next run that finishes.
+    async fn finished(rx: &mut broadcast::Receiver<Arc<crate::events::BusEvent>>) -> Value {
+        loop {
+            let e = rx.recv().await.expect("the bus stays open");
+            if e.kind == EventType::ExecutionFinished {
+                return e.data.to_json();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_capture_queues_only_its_matching_listeners_and_each_run_happens_once() {
+        let h = Harness::new().await;
+        listener(&h, "push", "webhook.github.#").await;
+        listener(&h, "other", "webhook.stripe.#").await;
+        let uuid = h.webhook("webhook.github.push").await;
+        let mut queue = h.store.take_run_queue().expect("the run queue");
+        let mut bus = h.ctx.bus.subscribe();
+        let message = h.capture(&uuid, br#"{"a":1}"#, &[]).await;
+
+        let seq = queue.recv().await.expect("one run queued");
+        assert!(
+            queue.try_recv().is_err(),
+            "the stripe listener must not be queued for a github event"
+        );
+        let env = h.env();
+        execute(&env, seq).await.expect("run");
+        let done = finished(&mut bus).await;
+        assert_eq!(done["pipeline"], "global/app/t/pipeline/push");
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["messageId"], message.as_str());
+
+        // A run taken twice (a worker restarted after the start was recorded, say) runs once.
+        execute(&env, seq).await.expect("second take");
+        let all = h
+            .store
+            .executions(crate::store::pipelines::ExecutionFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].status, "succeeded");
+        let steps = all[0].steps.as_deref().unwrap_or_default();
+        assert!(
+            steps.contains("got webhook.github.push"),
+            "the log step saw the event key: {steps}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_past_the_trace_budget_is_refused_and_queues_nothing() {
+        let h = Harness::with(|c| c.pipeline.max_runs_per_trace = 2).await;
+        for n in ["a", "b", "c"] {
+            listener(&h, n, "chain.wide").await;
+        }
+        listener(&h, "d", "chain.narrow").await;
+        let mut queue = h.store.take_run_queue().expect("the run queue");
+        let env = h.env();
+
+        let e = fire(&env, "chain.wide", json!({}), 1, "trace-1")
+            .await
+            .expect_err("three runs do not fit a budget of two");
+        assert!(e.contains("maxRunsPerTrace"), "{e}");
+        assert!(queue.try_recv().is_err(), "nothing queued");
+
+        assert_eq!(
+            fire(&env, "chain.narrow", json!({}), 1, "trace-1").await,
+            Ok(1)
+        );
+        assert_eq!(
+            fire(&env, "chain.narrow", json!({}), 1, "trace-1").await,
+            Ok(1)
+        );
+        let e = fire(&env, "chain.narrow", json!({}), 1, "trace-1")
+            .await
+            .expect_err("the budget is spent");
+        assert!(e.contains("trace-1"), "{e}");
+        assert_eq!(
+            fire(&env, "chain.narrow", json!({}), 1, "trace-2").await,
+            Ok(1),
+            "another trace has its own budget"
+        );
+        let mut queued = 0;
+        while queue.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 3);
+    }
 
     #[test]
     fn a_trace_budget_refuses_what_would_pass_it_and_forgets_old_traces() {
