@@ -1047,15 +1047,11 @@ impl App {
                 .and_then(|d| d.files.get(self.file_sel))
             {
                 Some(f) => {
-                    let name = f
-                        .filename
-                        .clone()
-                        .unwrap_or_else(|| format!("{}-{}", f.name, f.index));
                     // Only the file name: a sender must not choose where it lands.
-                    let safe = std::path::Path::new(&name)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "file".into());
+                    let safe = crate::save::file_name(
+                        f.filename.as_deref(),
+                        &crate::save::file_name(Some(&format!("{}-{}", f.name, f.index)), "file"),
+                    );
                     vec![Effect::SaveFile {
                         message_id: m.id,
                         index: f.index,

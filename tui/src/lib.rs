@@ -6,4 +6,5 @@ pub mod client;
 pub mod config;
 pub mod curl;
 pub mod fixtures;
+pub mod save;
 pub mod ui;

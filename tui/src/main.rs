@@ -129,14 +129,14 @@ async fn carry_out(
                     .await
                 {
                     Ok((_, bytes)) => {
-                        let path = free_path(path);
-                        match std::fs::write(&path, &bytes) {
-                            Ok(()) => Action::Toast {
+                        let name = path.to_string_lossy();
+                        match hookd_tui::save::save_new(std::path::Path::new(""), &name, &bytes) {
+                            Ok(path) => Action::Toast {
                                 text: format!("saved {} ({} bytes)", path.display(), bytes.len()),
                                 error: false,
                             },
                             Err(e) => Action::Toast {
-                                text: format!("cannot write {}: {e}", path.display()),
+                                text: format!("cannot write {name}: {e}"),
                                 error: true,
                             },
                         }
@@ -184,18 +184,6 @@ async fn carry_out(
             let _ = tx.send(a);
         }
     }
-}
-
-/// `path`, or `path (1)`, `path (2)`, … when it exists.
-fn free_path(path: std::path::PathBuf) -> std::path::PathBuf {
-    if !path.exists() {
-        return path;
-    }
-    let name = path.to_string_lossy().into_owned();
-    (1..)
-        .map(|i| std::path::PathBuf::from(format!("{name} ({i})")))
-        .find(|p| !p.exists())
-        .unwrap_or(path)
 }
 
 /// The system clipboard when there is one, and OSC 52, which reaches the local terminal's
