@@ -149,7 +149,6 @@ impl App {
             config: config.clone(),
             limits,
             burst: burst.clone(),
-            pipelines: pipelines.clone(),
             metrics: metrics.clone(),
         };
         let streams = Arc::new(Streams::new(

@@ -639,7 +639,7 @@ fn rfc3339_ms(t: &str) -> Option<i64> {
 async fn replay_one(ctx: &Context, m: &MessageSummary, seq: i64) -> Result<Vec<String>, Error> {
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let new: Vec<NewExecution> = ctx
-        .pipelines
+        .store
         .listeners_of(&m.event_key)
         .into_iter()
         .map(|name| NewExecution {

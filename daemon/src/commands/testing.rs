@@ -146,7 +146,6 @@ impl Harness {
             verification: "none",
             rejected: None,
             dedupe: None,
-            listeners: self.ctx.pipelines.listeners_for(&hook.event_key),
         };
         match self.store.capture(c).await.expect("capture") {
             crate::store::Captured::Stored(s) => s.id.clone(),

@@ -21,7 +21,7 @@ use crate::config::PipelineConfig;
 use crate::events::EventData;
 use crate::registry::Catalog;
 use crate::store::ids::decode_public_id;
-use crate::store::pipelines::{self, Finish, Listeners, NewExecution, PipelineRow};
+use crate::store::pipelines::{self, Finish, NewExecution, PipelineRow};
 use crate::store::{Store, StoreError};
 
 /// Events read from the log per query while dispatching what an older hookd left.
@@ -153,33 +153,31 @@ impl Runtime {
     pub fn remove(&self, name: &str) {
         crate::locks::write(&self.pipelines).remove(name);
     }
+}
 
-    /// The listeners a message with `event_key` runs, with the trace id their runs share; `None`
-    /// when nothing listens.
-    pub fn listeners_for(&self, event_key: &str) -> Option<Listeners> {
-        let pipelines = self.listeners_of(event_key);
-        (!pipelines.is_empty()).then(|| Listeners {
-            pipelines,
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
-        })
+/// The compiled pipeline called `name`, compiled from the store if this runtime has not seen
+/// it yet (a run queued between a new pipeline's commit and its registration here, or stored by
+/// another hookd on the same database).
+async fn compiled(env: &Env, name: &str) -> Result<Arc<Stored>, String> {
+    if let Some(s) = env.runtime.get(name) {
+        return Ok(s);
     }
-
-    /// Names of the listeners whose pattern matches `event_key`.
-    pub fn listeners_of(&self, event_key: &str) -> Vec<String> {
-        let map = crate::locks::read(&self.pipelines);
-        let mut names: Vec<String> = map
-            .values()
-            .filter(|s| {
-                s.pipeline
-                    .listen
-                    .as_ref()
-                    .is_some_and(|l| hookd_shared::key::matches(&l.event_key, event_key))
-            })
-            .map(|s| s.row.name.clone())
-            .collect();
-        names.sort();
-        names
-    }
+    let gone = || format!("pipeline '{name}' was deleted before this run started");
+    let row = env
+        .runtime
+        .store
+        .pipeline(name.to_string())
+        .await
+        .map_err(|e| format!("pipeline '{name}' could not be read: {e}"))?
+        .ok_or_else(gone)?;
+    let pipeline = super::parse(&row.source, &*env.commands, &env.runtime.engine)
+        .map_err(|e| format!("pipeline '{name}' no longer compiles: {e}"))?;
+    let stored = Arc::new(Stored {
+        pipeline: Arc::new(pipeline),
+        row,
+    });
+    crate::locks::write(&env.runtime.pipelines).insert(name.to_string(), stored.clone());
+    Ok(stored)
 }
 
 /// Starts the workers with what a stop left queued, after dispatching what a hookd before
@@ -233,7 +231,7 @@ async fn dispatch_left_by_the_log(env: &Env) -> Result<(), StoreError> {
             if ev.kind != EventType::MessageReceived {
                 continue;
             }
-            if let Some(l) = env.runtime.listeners_for(&m.event_key) {
+            if let Some(l) = env.runtime.store.listeners_for(&m.event_key) {
                 new.extend(l.executions(m, seq));
             }
         }
@@ -309,6 +307,7 @@ pub async fn fire(
     let input = serde_json::to_string(&payload).map_err(|e| e.to_string())?;
     let new: Vec<NewExecution> = env
         .runtime
+        .store
         .listeners_of(event_key)
         .into_iter()
         .map(|name| NewExecution {
@@ -502,12 +501,7 @@ async fn prepare_and_run(
     env: &Env,
     row: &pipelines::ExecutionRow,
 ) -> Result<Option<(run::Outcome, Option<PayloadType>)>, String> {
-    let stored = env.runtime.get(&row.pipeline).ok_or_else(|| {
-        format!(
-            "pipeline '{}' was deleted before this run started",
-            row.pipeline
-        )
-    })?;
+    let stored = compiled(env, &row.pipeline).await?;
     let mut from_message = None;
     let body = match row.trigger.as_str() {
         "event" | "replay" => {
@@ -654,6 +648,63 @@ mod tests {
         assert!(
             steps.contains("got webhook.github.push"),
             "the log step saw the event key: {steps}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_this_runtime_has_not_compiled_is_compiled_from_the_store_at_its_run() {
+        let h = Harness::new().await;
+        // Stored past this runtime (as another hookd on the same database would): the store's
+        // listener index queues its runs, and the run compiles it.
+        let row = |name: &str, source: &str| PipelineRow {
+            name: name.into(),
+            source: source.into(),
+            listen: Some("webhook.#".into()),
+            stored_by: "admin".into(),
+            stored_by_role: Role::Admin,
+            created_at: 0,
+            updated_at: 0,
+            last_run_at: None,
+        };
+        h.store
+            .put_pipeline(row(
+                "global/app/t/pipeline/fresh",
+                "pipeline:\n  - event.listen:\n      eventKey: webhook.#\n  - log:\n      message: fresh\n",
+            ))
+            .await
+            .expect("put");
+        h.store
+            .put_pipeline(row(
+                "global/app/t/pipeline/stale",
+                "pipeline:\n  - event.listen:\n      eventKey: webhook.#\n  - no.such.command: {}\n",
+            ))
+            .await
+            .expect("put");
+        let uuid = h.webhook("webhook.a").await;
+        let mut queue = h.store.take_run_queue().expect("the run queue");
+        let mut bus = h.ctx.bus.subscribe();
+        h.capture(&uuid, b"x", &[]).await;
+        let env = h.env();
+        let mut by_name = HashMap::new();
+        for _ in 0..2 {
+            let seq = queue.recv().await.expect("queued");
+            execute(&env, seq).await.expect("run");
+            let done = finished(&mut bus).await;
+            by_name.insert(
+                done["pipeline"].as_str().unwrap_or_default().to_string(),
+                done,
+            );
+        }
+        assert_eq!(
+            by_name["global/app/t/pipeline/fresh"]["status"],
+            "succeeded"
+        );
+        let stale = &by_name["global/app/t/pipeline/stale"];
+        assert_eq!(stale["status"], "failed");
+        let error = stale["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("no longer compiles") && error.contains("no.such.command"),
+            "{error}"
         );
     }
 

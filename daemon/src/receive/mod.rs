@@ -42,8 +42,6 @@ pub struct Receiver {
     pub limits: Arc<limits::Limits>,
     /// Counts receives, so pipeline runs can step aside during a burst.
     pub burst: Arc<Burst>,
-    /// Which listeners a capture queues runs for.
-    pub pipelines: Arc<crate::pipeline::Runtime>,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -259,7 +257,6 @@ where
         verification: if verdict.is_some() { "passed" } else { "none" },
         rejected: None,
         dedupe: None,
-        listeners: None,
     };
     if let Some(Err(reason)) = verdict {
         // Kept for the operator (first 64 KiB, hash of all of it), rate-capped; the sender
@@ -279,8 +276,6 @@ where
     }
     capture.dedupe =
         dedupe_key(hook.dedupe.as_deref(), &parts.headers).map(|k| (k, hook.dedupe_window * 1000));
-    // Queued in the message's own transaction: a 200 means its runs are stored too.
-    capture.listeners = ctx.pipelines.listeners_for(&hook.event_key);
     // From here the store owns the file: it moves it into place on commit and deletes it if the
     // commit fails, even if this request is dropped while waiting.
     if let Some(mut g) = guard {

@@ -55,7 +55,6 @@ fn capture(uuid: &str, body: &[u8], at: i64) -> Capture {
         verification: "none",
         rejected: None,
         dedupe: None,
-        listeners: None,
     }
 }
 
@@ -430,6 +429,92 @@ pub async fn executions_move_from_queued_to_finished(b: &impl Backend) {
     store.shutdown().await;
 }
 
+/// A stored pipeline row with `listen` as its `event.listen` pattern.
+fn pipeline_row(name: &str, listen: Option<&str>) -> PipelineRow {
+    PipelineRow {
+        name: name.into(),
+        source: "pipeline: []".into(),
+        listen: listen.map(String::from),
+        stored_by: "admin".into(),
+        stored_by_role: Role::Admin,
+        created_at: 0,
+        updated_at: 0,
+        last_run_at: None,
+    }
+}
+
+/// The listener index follows pipelines as they are stored, edited and deleted, survives a
+/// reopen, and a capture queues, in its own transaction, a run of each listener matching its
+/// event key at that moment (none for a rejected one).
+pub async fn listeners_follow_stored_pipelines_and_captures_queue_their_runs(b: &impl Backend) {
+    let store = b.open(Bus::default());
+    let uuid = webhook(&store, "conformance.test").await;
+    for (name, listen) in [
+        ("global/b", Some("conformance.#")),
+        ("global/a", Some("conformance.test")),
+        ("global/other", Some("other.#")),
+        ("global/plain", None),
+    ] {
+        store
+            .put_pipeline(pipeline_row(name, listen))
+            .await
+            .expect("put pipeline");
+    }
+    assert_eq!(
+        store.listeners_of("conformance.test"),
+        vec!["global/a", "global/b"],
+        "matching listeners, by name"
+    );
+    assert!(store.listeners_of("nothing.here").is_empty());
+    assert!(store.listeners_for("nothing.here").is_none());
+
+    let first = stored_id(
+        store
+            .capture(capture(&uuid, b"one", 1))
+            .await
+            .expect("capture"),
+    );
+    let queued = store.queued_executions().await.expect("queued");
+    assert_eq!(queued.len(), 2, "one run per listener");
+    for seq in &queued {
+        let row = store.start_execution(*seq).await.expect("start");
+        assert_eq!(row.message_id.as_deref(), Some(first.as_str()));
+        assert_eq!(row.trigger, "event");
+    }
+
+    // An edit that stops listening, and a delete, take effect at their commit.
+    store
+        .put_pipeline(pipeline_row("global/b", None))
+        .await
+        .expect("edit");
+    store
+        .delete_pipeline("global/other".into())
+        .await
+        .expect("delete");
+    assert_eq!(store.listeners_of("conformance.test"), vec!["global/a"]);
+    assert!(store.listeners_of("other.x").is_empty());
+    let mut rejected = capture(&uuid, b"bad", 2);
+    rejected.rejected = Some("bad signature".into());
+    store.capture(rejected).await.expect("rejected capture");
+    assert!(
+        store.queued_executions().await.expect("queued").is_empty(),
+        "a rejected request runs nothing"
+    );
+    store.shutdown().await;
+    drop(store);
+
+    let store = b.open(Bus::default());
+    assert_eq!(store.listeners_of("conformance.test"), vec!["global/a"]);
+    stored_id(
+        store
+            .capture(capture(&uuid, b"two", 3))
+            .await
+            .expect("capture"),
+    );
+    assert_eq!(store.queued_executions().await.expect("queued").len(), 1);
+    store.shutdown().await;
+}
+
 /// Runs every check against the SQLite adapter.
 mod sqlite {
     use super::*;
@@ -489,5 +574,10 @@ mod sqlite {
     #[tokio::test]
     async fn executions_move_from_queued_to_finished() {
         super::executions_move_from_queued_to_finished(&backend()).await;
+    }
+
+    #[tokio::test]
+    async fn listeners_follow_stored_pipelines_and_captures_queue_their_runs() {
+        super::listeners_follow_stored_pipelines_and_captures_queue_their_runs(&backend()).await;
     }
 }

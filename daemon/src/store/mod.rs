@@ -101,6 +101,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The webhook with this uuid.
     fn webhook(&self, uuid: &str) -> Option<Arc<WebhookRow>>;
+    /// The stored pipelines whose `event.listen` pattern matches `event_key`, by name: what a
+    /// message or an `event.send` of that key runs. Changes take effect at the commit.
+    fn listeners_of(&self, event_key: &str) -> Vec<String>;
+    /// The listeners of `event_key` with a new trace id for their runs; `None` when nothing
+    /// listens.
+    fn listeners_for(&self, event_key: &str) -> Option<pipelines::Listeners> {
+        let pipelines = self.listeners_of(event_key);
+        (!pipelines.is_empty()).then(|| pipelines::Listeners {
+            pipelines,
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
     /// Who a token hash belongs to.
     fn token(&self, hash: &[u8; 32]) -> Option<TokenAuth>;
     /// The token called `name` (names are how pipelines refer to users in iam.run.as).

@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::pipelines::Listeners;
-
 /// One part of a multipart body: where its bytes are inside the stored body. Text fields also
 /// carry their value; file parts their hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,8 +78,6 @@ pub struct Capture {
     pub rejected: Option<String>,
     /// The idempotency key and the window (ms) a repeat of it is a duplicate in.
     pub dedupe: Option<(String, i64)>,
-    /// The pipelines listening for its event key (none for a rejection).
-    pub listeners: Option<Listeners>,
 }
 
 /// Filters of `message.list`.

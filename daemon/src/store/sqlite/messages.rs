@@ -18,11 +18,13 @@ use super::pipelines::{self};
 use super::segments::{SEGMENT_MIN, Segments};
 use crate::clock::rfc3339;
 pub use crate::store::model::messages::*;
+use crate::store::model::pipelines::Listeners;
 use hookd_shared::RECEIVE_PATH;
 
 pub(super) fn insert(
     conn: &Connection,
     c: Capture,
+    listeners: Option<Listeners>,
     now: i64,
     segments: &mut Segments,
     seqs: &mut MessageSeqs,
@@ -123,7 +125,7 @@ pub(super) fn insert(
         accepted: !rejected,
         size: c.size,
     };
-    let runs = match c.listeners.filter(|_| !rejected) {
+    let runs = match listeners.filter(|_| !rejected) {
         Some(l) => pipelines::insert(conn, l.executions(&summary, seq), now)?,
         None => Vec::new(),
     };
@@ -466,7 +468,7 @@ pub(super) mod tests {
         segs: &mut Segments,
     ) -> Applied {
         let mut seqs = MessageSeqs::default();
-        let applied = insert(conn, c, 0, segs, &mut seqs).expect("insert");
+        let applied = insert(conn, c, None, 0, segs, &mut seqs).expect("insert");
         seqs.flush(conn).expect("flush");
         applied
     }
@@ -497,7 +499,6 @@ pub(super) mod tests {
             verification: "none",
             rejected: None,
             dedupe: None,
-            listeners: None,
         }
     }
 

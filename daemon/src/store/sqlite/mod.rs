@@ -23,7 +23,7 @@ pub mod tokens;
 pub mod webhooks;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -87,6 +87,9 @@ struct Inner {
 pub(crate) struct Shared {
     webhooks: RwLock<HashMap<String, Arc<WebhookRow>>>,
     tokens: RwLock<HashMap<[u8; 32], TokenAuth>>,
+    /// Each listener's `event.listen` pattern, by pipeline name (ordered, so runs queue in the
+    /// order of their names).
+    listeners: RwLock<BTreeMap<String, String>>,
     dirs: Dirs,
     bus: Bus,
     public_url: String,
@@ -145,6 +148,10 @@ impl SqliteStore {
             .into_iter()
             .map(|w| (w.uuid.clone(), Arc::new(w)))
             .collect();
+        let listeners = pipelines::load_all(&conn)?
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.listen?)))
+            .collect();
         let tokens = tokens::load_all(&conn)?
             .into_iter()
             .map(|t| (t.hash, t.auth()))
@@ -153,6 +160,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             webhooks: RwLock::new(webhooks),
             tokens: RwLock::new(tokens),
+            listeners: RwLock::new(listeners),
             dirs: dirs.clone(),
             bus: cfg.bus,
             public_url: cfg.public_url,
@@ -322,6 +330,14 @@ impl Storage for SqliteStore {
             .cloned()
     }
 
+    fn listeners_of(&self, event_key: &str) -> Vec<String> {
+        crate::locks::read(&self.inner.shared.listeners)
+            .iter()
+            .filter(|(_, pattern)| hookd_shared::key::matches(pattern, event_key))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     fn token(&self, hash: &[u8; 32]) -> Option<TokenAuth> {
         crate::locks::read(&self.inner.shared.tokens)
             .get(hash)
@@ -352,7 +368,9 @@ impl Storage for SqliteStore {
     }
 
     async fn capture(&self, c: Capture) -> Result<Captured, StoreError> {
-        match self.write(Op::Capture(Box::new(c))).await? {
+        // Queued in the message's own transaction: a 2xx means its runs are stored too.
+        let listeners = self.listeners_for(&c.event_key);
+        match self.write(Op::Capture(Box::new(c), listeners)).await? {
             Outcome::Captured(s) => Ok(Captured::Stored(s)),
             Outcome::Duplicate(id) => Ok(Captured::Duplicate(id)),
             _ => Err(unexpected()),
@@ -743,7 +761,6 @@ mod tests {
             verification: "none",
             rejected: None,
             dedupe: None,
-            listeners: None,
         }
     }
 

@@ -10,13 +10,15 @@ use tokio::sync::oneshot;
 use crate::events::BusEvent;
 use crate::store::StoreError;
 use crate::store::model::messages::{Capture, CapturedBody};
+use crate::store::model::pipelines::Listeners;
 use crate::store::model::tokens::TokenRow;
 use crate::store::model::webhooks::{WebhookPut, WebhookRow};
 use crate::store::model::{deliveries, pipelines, retention::Pruned};
 
 /// A write the writer thread performs.
 pub(crate) enum Op {
-    Capture(Box<Capture>),
+    /// A capture, with the listeners whose runs it queues in the same transaction.
+    Capture(Box<Capture>, Option<Listeners>),
     PutWebhook(Box<WebhookPut>),
     DeleteWebhook(String),
     CreateToken(TokenRow),
@@ -58,7 +60,7 @@ impl Op {
     /// The `incoming/` body file this operation commits, if any: the writer owns it from now on.
     pub(super) fn body_file(&self) -> Option<String> {
         match self {
-            Op::Capture(c) => match &c.body {
+            Op::Capture(c, _) => match &c.body {
                 CapturedBody::File(id) => Some(id.clone()),
                 CapturedBody::Inline(_) => None,
             },
@@ -107,6 +109,8 @@ pub(crate) enum Effect {
     UncacheWebhook(String),
     CacheToken(TokenRow),
     UncacheToken([u8; 32]),
+    /// A stored pipeline: a listener of the pattern, or (`None`) not a listener.
+    CacheListener(String, Option<String>),
     PromoteFile(String),
     /// A body file that turned out not to be needed (a duplicate).
     DiscardFile(String),

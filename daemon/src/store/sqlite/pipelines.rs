@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::event_log::log_event;
 use super::ids::{decode_public_id, public_id};
-use super::op::{Applied, Outcome};
+use super::op::{Applied, Effect, Outcome};
 use super::page::Page;
 use crate::events::EventData;
 pub use crate::store::model::pipelines::*;
@@ -104,8 +104,10 @@ pub(super) fn put(
         None,
         pipeline_event_data(&row),
     )?;
+    let listener = Effect::CacheListener(row.name.clone(), row.listen.clone());
     let mut applied = Applied::new(Outcome::Pipeline(row, created));
     applied.events.push(event);
+    applied.effects.push(listener);
     Ok(applied)
 }
 
@@ -120,8 +122,10 @@ pub(super) fn delete(conn: &Connection, name: &str, now: i64) -> Result<Applied,
         None,
         pipeline_event_data(&row),
     )?;
+    let listener = Effect::CacheListener(row.name.clone(), None);
     let mut applied = Applied::new(Outcome::Pipeline(row, false));
     applied.events.push(event);
+    applied.effects.push(listener);
     Ok(applied)
 }
 

@@ -115,6 +115,13 @@ fn commit_batch(
                     Effect::UncacheToken(hash) => {
                         crate::locks::write(&shared.tokens).remove(&hash);
                     }
+                    Effect::CacheListener(name, pattern) => {
+                        let mut listeners = crate::locks::write(&shared.listeners);
+                        match pattern {
+                            Some(p) => listeners.insert(name, p),
+                            None => listeners.remove(&name),
+                        };
+                    }
                     Effect::PromoteFile(id) => promote.push(id),
                     Effect::DiscardFile(id) => shared.dirs.discard(Some(&id)),
                 }
@@ -140,7 +147,7 @@ fn commit_batch(
 /// Whether the batch holds captures of more than one webhook (else grouping changes nothing).
 fn mixes_webhooks(batch: &[Job]) -> bool {
     let mut uuids = batch.iter().filter_map(|job| match &job.op {
-        Op::Capture(c) => Some(c.webhook_uuid.as_str()),
+        Op::Capture(c, _) => Some(c.webhook_uuid.as_str()),
         _ => None,
     });
     let first = uuids.next();
@@ -159,7 +166,7 @@ fn group_by_webhook(batch: &mut Vec<Job>, newest: Option<&str>) {
         .drain(..)
         .map(|job| {
             let rank = match &job.op {
-                Op::Capture(c) => match webhooks.iter().position(|w| *w == c.webhook_uuid) {
+                Op::Capture(c, _) => match webhooks.iter().position(|w| *w == c.webhook_uuid) {
                     Some(i) => i + 1,
                     None => {
                         webhooks.push(c.webhook_uuid.clone());
@@ -191,7 +198,7 @@ fn apply_batch(
     let mut seqs = MessageSeqs::default();
     for job in pending.by_ref() {
         let file = job.op.body_file();
-        let (applied, fatal) = if matches!(job.op, Op::Capture(_)) {
+        let (applied, fatal) = if matches!(job.op, Op::Capture(..)) {
             (apply(&tx, job.op, shared, segments, &mut seqs), true)
         } else if let Err(e) = seqs.flush(&tx) {
             // Outside the savepoint: a refused operation must not take the captures' seqs back.
@@ -242,7 +249,7 @@ fn apply(
 ) -> Result<Applied, StoreError> {
     let now = crate::clock::now_ms();
     match op {
-        Op::Capture(c) => messages::insert(conn, *c, now, segments, seqs),
+        Op::Capture(c, listeners) => messages::insert(conn, *c, listeners, now, segments, seqs),
         Op::PutWebhook(put) => webhooks::put(
             conn,
             *put,
@@ -307,7 +314,7 @@ mod tests {
         let mut c = capture_for(uuid);
         c.received_at = n;
         Job {
-            op: Op::Capture(Box::new(c)),
+            op: Op::Capture(Box::new(c), None),
             reply: oneshot::channel().0,
         }
     }
@@ -316,7 +323,7 @@ mod tests {
         batch
             .iter()
             .map(|j| match &j.op {
-                Op::Capture(c) => format!("{}{}", c.webhook_uuid, c.received_at),
+                Op::Capture(c, _) => format!("{}{}", c.webhook_uuid, c.received_at),
                 Op::Ping => "ping".into(),
                 _ => "other".into(),
             })
