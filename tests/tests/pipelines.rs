@@ -462,6 +462,81 @@ async fn a_sleeping_pipeline_does_not_slow_receives_and_the_time_limit_fails_it(
     assert!(e.contains("time limit of 3s") && e.contains("exec"), "{e}");
 }
 
+/// A step whose expression stays inside the operation limit but takes a while; many of them
+/// make a run that computes for seconds and never waits.
+fn spinning_steps(n: usize) -> String {
+    "  - log:\n      message: '${\"ab\".pad(1000000, \"x\")}'\n".repeat(n)
+}
+
+#[tokio::test]
+async fn runs_that_spin_leave_receive_and_healthz_answering_and_stop_at_their_time_limit() {
+    let d = Daemon::start_with(Options::config(
+        "[pipeline]\ntimeout = \"2s\"\nworkers = 8\n",
+    ))
+    .await;
+    let (spin, _) = d.webhook("webhook.spin").await;
+    let (other, _) = d.webhook("webhook.other").await;
+    let listener = format!(
+        "pipeline:\n  - event.listen:\n      eventKey: webhook.spin\n{}",
+        spinning_steps(3000)
+    );
+    put_pipeline(&d, "spin", &listener).await;
+    let mut started = d.events("types=execution.started").await;
+    let mut finished_ev = d.events("types=execution.finished").await;
+    for i in 0..50 {
+        post_json(&d, &spin, json!({"i": i})).await;
+    }
+    // pipeline.run answers with the run's end; these four used to compute on the threads that
+    // serve connections.
+    let inline = format!("pipeline:\n{}", spinning_steps(3000));
+    let manual = futures_util::future::join_all(
+        (0..4).map(|_| d.call("pipeline.run", json!({"pipeline": inline.clone()}))),
+    );
+    let probe = async {
+        let mut manual_started = 0;
+        started
+            .until(|f| {
+                manual_started += usize::from(f["data"]["trigger"] == "manual");
+                manual_started == 4
+            })
+            .await;
+        // Every manual run and eight listener runs are computing now.
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let r = reqwest::get(format!("{}/healthz", d.url))
+                .await
+                .expect("healthz");
+            assert_eq!(r.status(), 200);
+            let healthz = t.elapsed();
+            let t = std::time::Instant::now();
+            post_json(&d, &other, json!({"probe": true})).await;
+            let receive = t.elapsed();
+            assert!(
+                healthz < Duration::from_secs(1) && receive < Duration::from_secs(1),
+                "while runs spin: /healthz took {healthz:?}, a receive {receive:?}"
+            );
+        }
+    };
+    let (answers, ()) = tokio::join!(manual, probe);
+    for (status, v) in answers {
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"], "failed", "{v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.contains("time limit of 2s"), "{e}");
+    }
+    let mut listener_runs = 0;
+    while listener_runs < 50 {
+        let f = finished_ev.next().await;
+        if f["data"]["trigger"] != "event" {
+            continue;
+        }
+        listener_runs += 1;
+        assert_eq!(f["data"]["status"], "failed", "{f}");
+        let e = f["data"]["error"].as_str().unwrap_or_default();
+        assert!(e.contains("time limit of 2s"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn kill_9_right_after_the_acks_finds_every_run_stored_and_runs_each_once() {
     const N: usize = 200;

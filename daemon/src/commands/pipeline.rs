@@ -9,7 +9,7 @@ use super::{Call, Command, Kind, Output, Param, json, parse_uuid};
 use super::{Context, Ctx};
 use crate::error::Error;
 use crate::pipeline::dispatch::Stored;
-use crate::pipeline::run::{self, Identity, Run};
+use crate::pipeline::run::{Identity, Run};
 use crate::store::ids::decode_public_id;
 use crate::store::messages;
 use crate::store::pipelines::{self, ExecutionFilter, Finish, NewExecution, PipelineRow};
@@ -339,7 +339,7 @@ async fn run_now(ctx: Ctx, call: Call) -> Result<Output, Error> {
         .map(|(s, _)| *s)
         .ok_or_else(|| Error::Internal("no execution queued".into()))?;
     ctx.store.start_execution(seq).await?;
-    let outcome = run::run(
+    let outcome = crate::pipeline::dispatch::run_apart(
         &super::pipeline_env(&ctx),
         Run {
             pipeline,

@@ -65,6 +65,8 @@ pub struct Runtime {
     pub programs: tokio::sync::Semaphore,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
+    /// The runs' own runtime, once the workers are up: where `pipeline.run` runs too.
+    threads: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// Traces whose chained runs are counted at once.
@@ -136,6 +138,7 @@ impl Runtime {
             config,
             burst,
             shutdown,
+            threads: std::sync::OnceLock::new(),
         })
     }
 
@@ -264,6 +267,7 @@ fn run_workers(env: Env, rx: Arc<Mutex<mpsc::UnboundedReceiver<i64>>>) {
             return;
         }
     };
+    let _ = env.runtime.threads.set(rt.handle().clone());
     rt.block_on(async {
         for i in 0..env.runtime.config.workers {
             tokio::spawn(worker(env.clone(), rx.clone(), i == 0));
@@ -295,6 +299,25 @@ fn lower_priority(nice: i32) {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
+
+/// Runs `r` to its end on the runs' threads (at `[pipeline] nice`), not on the caller's: a
+/// request's thread serves many connections, and a run's expressions evaluate without yielding
+/// (each up to its operation limit and a second). Before the workers start (a unit test, say), on
+/// the caller's.
+pub async fn run_apart(env: &Env, r: super::run::Run) -> super::run::Outcome {
+    let Some(threads) = env.runtime.threads.get() else {
+        return super::run::run(env, r).await;
+    };
+    let apart = env.clone();
+    let name = r.name.clone();
+    match threads
+        .spawn(async move { super::run::run(&apart, r).await })
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => super::run::Outcome::failed(format!("the run of {name} stopped: {e}")),
+    }
+}
 
 /// `event.send`: queues a run of every listener of `event_key`; returns how many.
 pub async fn fire(
@@ -706,6 +729,28 @@ mod tests {
             error.contains("no longer compiles") && error.contains("no.such.command"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_only_computes_stops_at_its_time_limit() {
+        let h = Harness::with(|c| c.pipeline.timeout = std::time::Duration::from_millis(500)).await;
+        // Each step's expression stays inside the operation limit; together they take far
+        // longer than the limit, and none of them ever waits.
+        let step = "  - log:\n      message: '${\"ab\".pad(1000000, \"x\")}'\n";
+        let yaml = format!("pipeline:\n{}", step.repeat(2000));
+        let out = h
+            .ok("pipeline.run", json!({"pipeline": yaml}), Role::Admin)
+            .await;
+        assert_eq!(out["status"], "failed", "{}", out["error"]);
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(error.contains("time limit of 500ms"), "{error}");
+        let steps = out["steps"].as_array().map(Vec::len).unwrap_or_default();
+        assert!(
+            (1..2000).contains(&steps),
+            "stopped part of the way: {steps} steps recorded"
+        );
+        let first = &out["steps"][0];
+        assert_eq!(first["status"], "ok", "the steps themselves work: {first}");
     }
 
     #[tokio::test]

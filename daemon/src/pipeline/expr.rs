@@ -27,11 +27,30 @@ const NO_SLEEP: &str = "sleep() is not available in expressions (it would block 
 /// Longest one expression may run.
 const EVAL_WALL: std::time::Duration = std::time::Duration::from_secs(1);
 const TIMED_OUT: &str = "the expression ran longer than 1 s and was stopped";
+/// Most operations one evaluation may take, closures' included.
+const MAX_OPERATIONS: u64 = 100_000;
+const TOO_MANY: &str = "Too many operations (an expression may take 100,000)";
 
 thread_local! {
     /// When the evaluation running on this thread started (evaluation never yields, so it is
     /// the thread's until it returns).
     static EVAL_STARTED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    /// The deadline of the run whose expressions this thread is evaluating (see `until`).
+    static RUN_DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    /// Operations of the evaluation running on this thread. Rhai counts a closure's operations
+    /// (`map`, `filter`, ... calling one per item) apart from its caller's, starting again at
+    /// the caller's count each call, so neither its limit nor its count bounds such work: this
+    /// does, counting every operation once.
+    static EVAL_OPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` (which evaluates expressions, synchronously) so that any evaluation still running
+/// at `deadline` stops there: a run's time limit covers its expressions too.
+pub fn until<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -> R {
+    let before = RUN_DEADLINE.with(|d| d.replace(Some(deadline)));
+    let out = f();
+    RUN_DEADLINE.with(|d| d.set(before));
+    out
 }
 
 /// The sandboxed engine; compile once, evaluate many times, from any thread.
@@ -42,7 +61,7 @@ pub struct Engine {
 impl Default for Engine {
     fn default() -> Self {
         let mut e = rhai::Engine::new();
-        e.set_max_operations(100_000)
+        e.set_max_operations(MAX_OPERATIONS)
             .set_max_string_size(16 << 20)
             .set_max_array_size(100_000)
             .set_max_map_size(100_000)
@@ -62,13 +81,24 @@ impl Default for Engine {
             Err(NO_SLEEP.into())
         });
         // The operation limit bounds the work, this the time: an evaluation still running
-        // after EVAL_WALL (slow built-ins on large values, say) is stopped.
-        e.on_progress(|ops| {
-            if ops % 256 != 0 {
+        // after EVAL_WALL (slow built-ins on large values, say), or past its run's deadline, is
+        // stopped.
+        e.on_progress(|_| {
+            let ops = EVAL_OPS.with(|n| {
+                n.set(n.get() + 1);
+                n.get()
+            });
+            if ops > MAX_OPERATIONS {
+                return Some(Dynamic::from(TOO_MANY));
+            }
+            if !ops.is_multiple_of(256) {
                 return None;
             }
             let started = EVAL_STARTED.with(std::cell::Cell::get)?;
-            (started.elapsed() > EVAL_WALL).then(|| Dynamic::from(TIMED_OUT))
+            let past_run = RUN_DEADLINE
+                .with(std::cell::Cell::get)
+                .is_some_and(|d| std::time::Instant::now() >= d);
+            (past_run || started.elapsed() > EVAL_WALL).then(|| Dynamic::from(TIMED_OUT))
         });
         e.register_fn(
             "convert_fromBase64",
@@ -233,12 +263,29 @@ impl Engine {
 
     fn run(&self, c: &Compiled, scope: &mut Scope<'_>) -> Result<Value, String> {
         EVAL_STARTED.with(|s| s.set(Some(std::time::Instant::now())));
+        EVAL_OPS.with(|n| n.set(0));
         let out = self.rhai.eval_ast_with_scope::<Dynamic>(scope, &c.ast);
         EVAL_STARTED.with(|s| s.set(None));
-        out.map(to_json).map_err(|e| match *e {
-            EvalAltResult::ErrorTerminated(..) => format!("{} failed: {TIMED_OUT}", c.source),
-            e => format!("{} failed: {e}", c.source),
+        out.map(to_json).map_err(|e| match terminated(&e) {
+            Some(why) => format!("{} failed: {why}", c.source),
+            None => format!("{} failed: {e}", c.source),
         })
+    }
+}
+
+/// Why the progress callback stopped an evaluation, if it did (inside a closure the stop
+/// arrives wrapped in the calls it passed through).
+fn terminated(e: &EvalAltResult) -> Option<&'static str> {
+    match e {
+        EvalAltResult::ErrorTerminated(why, _) => {
+            Some(if why.clone().into_string().as_deref() == Ok(TOO_MANY) {
+                TOO_MANY
+            } else {
+                TIMED_OUT
+            })
+        }
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => terminated(inner),
+        _ => None,
     }
 }
 
@@ -419,8 +466,15 @@ mod tests {
     /// Work is bounded by operations, and still stops with a clear error.
     #[test]
     fn endless_loops_stop_with_an_error() {
-        let e = eval("${(0..100000000).reduce(|a, b| a + b)}", json!({})).expect_err("stopped");
-        assert!(e.contains("failed"), "{e}");
+        let big = json!({"n": vec![1; 50_000]});
+        let r = eval(
+            "${body.n.map(|x| [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map(|y| y * x).len())}",
+            big,
+        );
+        let Err(e) = r else {
+            panic!("not stopped by the operation limit");
+        };
+        assert!(e.contains("Too many operations"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A run that ended before its first step, with `error`.
+    pub fn failed(error: String) -> Outcome {
+        Outcome {
+            status: "failed",
+            body: Value::Null,
+            steps: Vec::new(),
+            error: Some(error),
+            error_step: None,
+            run_as: "anonymous".into(),
+            body_unchanged: false,
+            secrets: Vec::new(),
+        }
+    }
+
     /// The body as stored: JSON up to 64 KiB, else its first 64 KiB as text.
     pub fn stored_body(&self) -> (Option<String>, bool) {
         let json = redact(
@@ -106,7 +120,12 @@ struct State {
     error: Option<(String, u32)>,
     /// What secret-showing commands returned (see `Outcome::secrets`).
     secrets: Vec<String>,
+    /// When `[pipeline] timeout` ends the run.
+    deadline: Instant,
 }
+
+/// A run stopped at its deadline.
+struct PastDeadline;
 
 /// Secrets shorter than this are not looked for (a role name, say, is not one).
 const MIN_SECRET: usize = 8;
@@ -164,6 +183,7 @@ pub async fn run(env: &Env, r: Run) -> Outcome {
         current: None,
         error: None,
         secrets: Vec::new(),
+        deadline: Instant::now() + env.runtime.config.timeout,
     };
     // A message event's credentials are the run's to use, never to record.
     let verify = st.body["webhookUuid"]
@@ -178,11 +198,13 @@ pub async fn run(env: &Env, r: Run) -> Outcome {
             .into_iter()
             .filter(|c| c.len() >= MIN_SECRET),
     );
+    // The timeout stops a step waiting (an HTTP call, a program); the deadline in `steps` one
+    // computing (expressions never yield).
     let limit = env.runtime.config.timeout;
-    if tokio::time::timeout(limit, steps(env, &r, &mut st))
-        .await
-        .is_err()
-    {
+    if !matches!(
+        tokio::time::timeout(limit, steps(env, &r, &mut st)).await,
+        Ok(Ok(()))
+    ) {
         let msg = over_time_limit(limit);
         if let Some((mut rec, started)) = st.current.take() {
             rec.status = "failed".into();
@@ -220,8 +242,14 @@ pub async fn run(env: &Env, r: Run) -> Outcome {
     }
 }
 
-async fn steps(env: &Env, r: &Run, st: &mut State) {
+async fn steps(env: &Env, r: &Run, st: &mut State) -> Result<(), PastDeadline> {
     for (i, step) in r.pipeline.steps.iter().enumerate() {
+        // Steps that only compute never wait: yielding lets the thread's other tasks (and the
+        // timeout) run between them.
+        tokio::task::yield_now().await;
+        if Instant::now() >= st.deadline {
+            return Err(PastDeadline);
+        }
         let rec = StepLog {
             index: i as u32,
             command: step.command.clone(),
@@ -234,8 +262,13 @@ async fn steps(env: &Env, r: &Run, st: &mut State) {
         };
         st.current = Some((rec, Instant::now()));
         let result = step_once(env, r, st, step).await;
+        if result.is_err() && Instant::now() >= st.deadline {
+            // Stopped by the deadline mid-step (or failed as it passed): the time limit is the
+            // reason, whatever `onError` says; `run` records the step.
+            return Err(PastDeadline);
+        }
         let Some((mut rec, started)) = st.current.take() else {
-            return;
+            return Ok(());
         };
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let flow = match result {
@@ -253,7 +286,7 @@ async fn steps(env: &Env, r: &Run, st: &mut State) {
                         i as u32,
                     ));
                     st.steps.push(rec);
-                    return;
+                    return Ok(());
                 }
                 OnError::Continue | OnError::Log => {
                     if step.on_error == OnError::Log {
@@ -268,7 +301,7 @@ async fn steps(env: &Env, r: &Run, st: &mut State) {
         };
         st.steps.push(rec);
         match flow {
-            Flow::Exit => return,
+            Flow::Exit => return Ok(()),
             Flow::Next(Some(v)) => {
                 if let Some(path) = &step.output {
                     set_path(st, path, v);
@@ -279,6 +312,7 @@ async fn steps(env: &Env, r: &Run, st: &mut State) {
             Flow::Next(None) => {}
         }
     }
+    Ok(())
 }
 
 /// One step: `Ok(None)` when its `if` is false.
@@ -486,7 +520,7 @@ fn eval(env: &Env, v: &ParamValue, st: &State) -> Result<Value, String> {
         vars: &st.vars,
         headers: &st.headers,
     };
-    eval_in(env, v, &ctx)
+    super::expr::until(st.deadline, || eval_in(env, v, &ctx))
 }
 
 fn eval_in(env: &Env, v: &ParamValue, ctx: &Context<'_>) -> Result<Value, String> {
@@ -579,6 +613,7 @@ mod tests {
             current: None,
             error: None,
             secrets: Vec::new(),
+            deadline: Instant::now(),
         }
     }
 
