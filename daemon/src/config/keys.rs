@@ -124,7 +124,11 @@ pub const KEYS: &[Key] = &[
         "1000",
         "runs one message and the event.send chains it sets off may queue in all",
     ),
-    key("pipeline.timeout", "60s", "every run's time limit"),
+    key(
+        "pipeline.timeout",
+        "60s",
+        "every run's time limit: a hard deadline, waiting or computing",
+    ),
     key(
         "pipeline.anonymousCommands",
         "log, set, var.set, body.set, exit, event.send, webhook.send, mail.send",
