@@ -116,11 +116,12 @@ pub fn handle<B>(streams: &Arc<Streams>, mut req: Request<B>) -> Result<Response
             None => None,
         },
     };
-    if caller.is_none() {
+    let Some(caller) = caller else {
         return Err(Error::Unauthorized(
             "the event stream needs a token: 'Authorization: Bearer <token>' or ?token=".into(),
         ));
-    }
+    };
+    let admin = caller.role == hookd_shared::Role::Admin;
     let since = param("since")
         .map(|s| {
             s.parse::<u64>().map_err(|_| {
@@ -211,6 +212,7 @@ pub fn handle<B>(streams: &Arc<Streams>, mut req: Request<B>) -> Result<Response
                     ws,
                     filter,
                     last: None,
+                    admin,
                     last_heard: Instant::now(),
                 };
                 if let Err(e) = s.run(rx, since).await {
@@ -272,6 +274,8 @@ struct Session {
     filter: Filter,
     /// The last seq handled (sent or filtered out); `None` until the first event.
     last: Option<u64>,
+    /// Whether the token is an admin's: others are not shown private run errors.
+    admin: bool,
     last_heard: Instant,
 }
 
@@ -412,10 +416,15 @@ impl Session {
         if !self.filter.matches(ev) {
             return Ok(());
         }
-        let data = match &ev.data {
-            EventData::Message(m) => FrameData::Message(m),
-            EventData::Execution(e) => FrameData::Execution(e),
-            EventData::Json(v) => FrameData::Json(v),
+        let masked = match &ev.data {
+            EventData::Execution(e) if !self.admin => e.for_non_admin(),
+            _ => None,
+        };
+        let data = match (&ev.data, &masked) {
+            (_, Some(e)) => FrameData::Execution(e),
+            (EventData::Message(m), _) => FrameData::Message(m),
+            (EventData::Execution(e), _) => FrameData::Execution(e),
+            (EventData::Json(v), _) => FrameData::Json(v),
         };
         let frame = Frame {
             seq: ev.seq,

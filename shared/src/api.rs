@@ -300,6 +300,23 @@ pub struct ExecutionSummary {
     pub finished_at: Option<String>,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// The error arose at or after a step that ran an admin-only command, so it may quote what
+    /// that returned: only admins see it; others get [`HIDDEN`] in its place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error_private: bool,
+}
+
+/// What stands for a value a caller may not see.
+pub const HIDDEN: &str = "(hidden)";
+
+impl ExecutionSummary {
+    /// This summary as a caller that is not an admin sees it.
+    pub fn for_non_admin(&self) -> Option<ExecutionSummary> {
+        (self.error_private && self.error.is_some()).then(|| ExecutionSummary {
+            error: Some(HIDDEN.into()),
+            ..self.clone()
+        })
+    }
 }
 
 /// A finished run in full, as `execution.get` returns it.

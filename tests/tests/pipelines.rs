@@ -785,6 +785,56 @@ async fn a_viewer_does_not_see_what_admin_only_commands_returned_in_a_run() {
     assert!(steps[3].get("log").is_none(), "{e}");
 }
 
+/// Issue 29: a run's error can quote what an admin-only command returned (here a URL made of a
+/// token's name). Viewers are shown `(hidden)` in its place, live on the event stream, after a
+/// reconnect (`since=`) and in `execution.list`; admins see the error.
+#[tokio::test]
+async fn a_run_error_quoting_an_admin_only_answer_reaches_admins_only() {
+    let d = Daemon::start().await;
+    d.ok(
+        "token.create",
+        json!({"role": "viewer", "name": "listed-by-a-run"}),
+    )
+    .await;
+    let viewer = d.viewer_token("v").await;
+    let mut as_admin = d.events("types=execution.finished").await;
+    let mut as_viewer = d
+        .events_with(&format!("token={viewer}&types=execution.finished"), None)
+        .await
+        .expect("viewer stream");
+    let r = d
+        .ok(
+            "pipeline.run",
+            json!({"pipeline": "pipeline:\n  - iam.run.as:\n      username: admin\n  - token.list\n  - webhook.send:\n      url: \"${body[1].name}\"\n"}),
+        )
+        .await;
+    assert_eq!(r["status"], "failed", "{r}");
+    let error = r["error"].as_str().expect("error").to_string();
+    assert!(error.contains("listed-by-a-run"), "{error}");
+
+    let admin = as_admin.next().await;
+    assert_eq!(admin["data"]["error"], error.as_str());
+    assert_eq!(admin["data"]["errorPrivate"], true);
+    let seen = as_viewer.next().await;
+    assert_eq!(seen["data"]["id"], r["executionId"]);
+    assert_eq!(seen["data"]["error"], "(hidden)", "{seen}");
+    assert!(!seen.to_string().contains("listed-by-a-run"), "{seen}");
+    // Replayed from the log, as a reconnecting dashboard gets it.
+    let mut again = d
+        .events_with(
+            &format!("token={viewer}&since=0&types=execution.finished"),
+            None,
+        )
+        .await
+        .expect("viewer stream");
+    let replayed = again.next().await;
+    assert_eq!(replayed["data"]["error"], "(hidden)", "{replayed}");
+    let (status, listed) = d.call_as(&viewer, "execution.list", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(!listed.to_string().contains("listed-by-a-run"), "{listed}");
+    assert_eq!(listed[0]["error"], "(hidden)");
+}
+
 /// Waits (bounded) until process `pid` is gone; false if it is still there after 10 s.
 async fn gone(pid: &str) -> bool {
     for _ in 0..1000 {

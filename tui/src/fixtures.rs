@@ -139,6 +139,7 @@ pub fn executions() -> Vec<ExecutionSummary> {
         finished_at: ms.map(|_| "2026-11-29T11:59:58.243Z".into()),
         duration_ms: ms,
         error: error.map(str::to_string),
+        error_private: false,
     };
     vec![
         e("x-0", "succeeded", None, Some(42)),

@@ -366,6 +366,7 @@ async fn run_now(ctx: Ctx, call: Call) -> Result<Output, Error> {
             error: outcome.error.clone(),
             error_step: outcome.error_step,
             body_from: None,
+            error_private: outcome.error_private,
         })
         .await?;
     Ok(Output::Json(json!({
@@ -406,7 +407,19 @@ async fn list_executions(ctx: Ctx, call: Call) -> Result<Output, Error> {
         limit,
     };
     let rows = ctx.store.executions(filter).await?;
-    json(&rows.iter().map(|r| r.summary()).collect::<Vec<_>>())
+    let admin = call.caller.as_ref().is_some_and(|c| c.role == Role::Admin);
+    json(
+        &rows
+            .iter()
+            .map(|r| {
+                let s = r.summary();
+                match admin {
+                    true => s,
+                    false => s.for_non_admin().unwrap_or(s),
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 async fn get_execution(ctx: Ctx, call: Call) -> Result<Output, Error> {
@@ -474,14 +487,17 @@ fn hide_beyond_role(
     let command = detail.steps[first].command.clone();
     for step in &mut detail.steps[first..] {
         step.log.clear();
-        step.error = step.error.as_ref().map(|_| "(hidden)".to_string());
+        step.error = step
+            .error
+            .as_ref()
+            .map(|_| hookd_shared::HIDDEN.to_string());
     }
     if detail.error_step.is_some_and(|i| i as usize >= first) {
         detail.summary.error = detail
             .summary
             .error
             .as_ref()
-            .map(|_| "(hidden)".to_string());
+            .map(|_| hookd_shared::HIDDEN.to_string());
     }
     detail.body = None;
     detail.hidden = Some(format!(
@@ -721,5 +737,69 @@ mod tests {
         let mut v = run(&quiet);
         hide_beyond_role(&mut v, Some(Role::Viewer), needs);
         assert_eq!(v, run(&quiet));
+    }
+}
+
+#[cfg(test)]
+mod against_the_store {
+    use super::*;
+    use crate::commands::testing::Harness;
+
+    /// The error of each run listed, as `role` sees it.
+    async fn errors_seen(h: &Harness, role: Role) -> Vec<(Value, Value)> {
+        let listed = h.ok("execution.list", json!({}), role).await;
+        listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| (e["error"].clone(), e["errorPrivate"].clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_run_error_that_may_quote_an_admin_only_answer_is_shown_to_admins_only() {
+        let h = Harness::new().await;
+        h.ok(
+            "token.create",
+            json!({"role": "viewer", "name": "listed-by-a-run"}),
+            Role::Admin,
+        )
+        .await;
+        // token.list is an admin's command; the step after it fails quoting what it returned.
+        let r = h
+            .ok(
+                "pipeline.run",
+                json!({"pipeline": "pipeline:\n  - iam.run.as:\n      username: admin\n  - token.list\n  - webhook.send:\n      url: \"${body[0].name}\"\n"}),
+                Role::Admin,
+            )
+            .await;
+        assert_eq!(r["status"], "failed", "{r}");
+        let error = r["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.contains("listed-by-a-run"),
+            "the error quotes it: {error}"
+        );
+
+        let admin = errors_seen(&h, Role::Admin).await;
+        assert_eq!(admin, vec![(json!(error), json!(true))]);
+        let viewer = errors_seen(&h, Role::Viewer).await;
+        assert_eq!(viewer, vec![(json!(hookd_shared::HIDDEN), json!(true))]);
+
+        // An error before any admin-only step quotes nothing of an admin's: viewers see it.
+        let r = h
+            .ok(
+                "pipeline.run",
+                json!({"pipeline": "pipeline:\n  - log:\n      message: \"${no_such_function()}\"\n  - iam.run.as:\n      username: admin\n  - token.list\n"}),
+                Role::Admin,
+            )
+            .await;
+        assert_eq!(r["status"], "failed", "{r}");
+        let viewer = errors_seen(&h, Role::Viewer).await;
+        assert_eq!(
+            viewer[0],
+            (r["error"].clone(), Value::Null),
+            "newest first: {viewer:?}"
+        );
+        assert_eq!(viewer[1].0, json!(hookd_shared::HIDDEN));
     }
 }

@@ -443,6 +443,7 @@ pub async fn execute(env: &Env, seq: i64) -> Result<(), StoreError> {
                 error: o.error,
                 error_step: o.error_step,
                 body_from,
+                error_private: o.error_private,
             }
         }
         Ok(None) => Finish {
@@ -455,6 +456,7 @@ pub async fn execute(env: &Env, seq: i64) -> Result<(), StoreError> {
             error: None,
             error_step: None,
             body_from: None,
+            error_private: false,
         },
         Err(e) => Finish {
             seq,
@@ -466,6 +468,7 @@ pub async fn execute(env: &Env, seq: i64) -> Result<(), StoreError> {
             error: Some(e),
             error_step: None,
             body_from: None,
+            error_private: false,
         },
     };
     metrics::counter!(crate::metrics::EXECUTIONS, "status" => finish.status).increment(1);

@@ -67,6 +67,9 @@ pub struct Outcome {
     /// Values that commands shown once returned (token.create, secret.generate): the caller may
     /// see them in `body`, but the record of the run never holds them, wherever they were copied.
     pub secrets: Vec<String>,
+    /// The error arose at or after a step that ran an admin-only command (it may quote what
+    /// that returned): recorded so that only admins are shown it.
+    pub error_private: bool,
 }
 
 impl Outcome {
@@ -81,6 +84,7 @@ impl Outcome {
             run_as: "anonymous".into(),
             body_unchanged: false,
             secrets: Vec::new(),
+            error_private: false,
         }
     }
 
@@ -226,7 +230,14 @@ pub async fn run(env: &Env, r: Run) -> Outcome {
         Some((e, i)) => (Some(e), Some(i)),
         None => (None, None),
     };
+    let error_private = error_step.is_some_and(|at| {
+        st.steps
+            .iter()
+            .take(at as usize + 1)
+            .any(|s| s.status != "skipped" && admin_only(env, &s.command))
+    });
     Outcome {
+        error_private,
         body_unchanged: st.body == r.body,
         status: if error.is_some() {
             "failed"
@@ -506,6 +517,13 @@ fn permit(env: &Env, identity: &Identity, command: &str) -> Result<(), String> {
     }
 }
 
+/// Whether what `command` returns is an admin's alone (builtins that only steer a run return
+/// nothing to hide).
+fn admin_only(env: &Env, command: &str) -> bool {
+    !super::builtins::NO_RESULT.contains(&command)
+        && env.commands.spec(command).and_then(|c| c.role) == Some(Role::Admin)
+}
+
 /// The role of a user: `admin`, or the role of the token with that name.
 fn user_role(env: &Env, name: &str) -> Option<Role> {
     if name == "admin" {
@@ -648,6 +666,7 @@ mod tests {
             run_as: "anonymous".into(),
             body_unchanged: false,
             secrets: vec![],
+            error_private: false,
         };
         let (body, truncated) = o.stored_body();
         assert!(truncated);
@@ -682,6 +701,7 @@ mod tests {
             run_as: "ops".into(),
             body_unchanged: false,
             secrets,
+            error_private: false,
         };
         let (body, _) = o.stored_body();
         let body = body.expect("stored");

@@ -407,6 +407,7 @@ pub async fn executions_move_from_queued_to_finished(b: &impl Backend) {
             error: None,
             error_step: None,
             body_from: None,
+            error_private: false,
         })
         .await
         .expect("finish");

@@ -116,6 +116,8 @@ pub struct ExecutionRow {
     /// Where the final body is when `body` is not stored: the run left its message event
     /// unchanged, built with this payload type (see [`MESSAGE_EVENT`]).
     pub body_from: Option<PayloadType>,
+    /// The error may quote what an admin-only command returned (see `ExecutionSummary`).
+    pub error_private: bool,
 }
 
 /// `body_from`'s prefix for a body that is the run's message event.
@@ -146,6 +148,7 @@ impl ExecutionRow {
                 .zip(self.finished_at)
                 .map(|(s, f)| (f - s).max(0) as u64),
             error: self.error.clone(),
+            error_private: self.error_private,
         }
     }
 
@@ -195,4 +198,6 @@ pub struct Finish {
     pub error_step: Option<u32>,
     /// Set instead of `body` when the final body is the unchanged message event.
     pub body_from: Option<PayloadType>,
+    /// The error may quote what an admin-only command returned (see `ExecutionSummary`).
+    pub error_private: bool,
 }

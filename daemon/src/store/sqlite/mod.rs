@@ -1102,6 +1102,7 @@ mod execution_tests {
                 error: None,
                 error_step: None,
                 body_from: None,
+                error_private: false,
             })
             .await
             .expect("finish");

@@ -131,7 +131,7 @@ pub(super) fn delete(conn: &Connection, name: &str, now: i64) -> Result<Applied,
 
 const EXECUTION_COLUMNS: &str = "seq, created_at, pipeline, trigger, event_key, message_seq, \
      message_id, replay_of, input, trace_id, depth, run_as, status, started_at, finished_at, \
-     steps, body, body_truncated, error, error_step, body_from";
+     steps, body, body_truncated, error, error_step, body_from, error_private";
 
 fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
     execution_at(r, 0)
@@ -186,6 +186,7 @@ pub(super) fn execution_at(r: &Row<'_>, base: usize) -> rusqlite::Result<Executi
         body_from: r
             .get::<_, Option<String>>(base + 20)?
             .and_then(|f| PayloadType::parse(f.strip_prefix(MESSAGE_EVENT)?)),
+        error_private: r.get(base + 21)?,
     })
 }
 
@@ -361,7 +362,7 @@ pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, 
         .prepare_cached(&format!(
             "UPDATE executions SET status = ?2, run_as = ?3, steps = ?4, body = ?5, \
              body_truncated = ?6, error = ?7, error_step = ?8, finished_at = ?9, \
-             started_at = coalesce(started_at, ?9), body_from = ?10 \
+             started_at = coalesce(started_at, ?9), body_from = ?10, error_private = ?11 \
              WHERE seq = ?1 RETURNING {EXECUTION_COLUMNS}"
         ))?
         .query_row(
@@ -376,7 +377,8 @@ pub(super) fn finish(conn: &Connection, f: Finish, now: i64) -> Result<Applied, 
                 f.error_step,
                 now,
                 f.body_from
-                    .map(|p| format!("{MESSAGE_EVENT}{}", p.as_str()))
+                    .map(|p| format!("{MESSAGE_EVENT}{}", p.as_str())),
+                f.error_private,
             ],
             execution_from_row,
         )

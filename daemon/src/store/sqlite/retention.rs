@@ -641,6 +641,7 @@ mod tests {
                     error: None,
                     error_step: None,
                     body_from: None,
+                    error_private: false,
                 })
                 .await
                 .expect("finish");

@@ -267,6 +267,11 @@ const MIGRATIONS: &[&str] = &[
         WHERE n > 0 AND uuid NOT IN (SELECT uuid FROM webhooks);
     DROP TABLE stored_totals;
     "#,
+    // 12: whether a run's error may quote what an admin-only command returned (only admins see
+    // it then). Runs recorded before are not known to: their errors stay as they were shown.
+    r#"
+    ALTER TABLE executions ADD COLUMN error_private INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the database to the latest schema, each step in its own transaction.
