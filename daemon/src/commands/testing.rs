@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hookd_shared::Role;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +13,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::Bus;
 use crate::pipeline::{Env, Runtime};
-use crate::store::{Capture, CapturedBody, Store, StoreConfig, TokenAuth};
+use crate::store::{Store, StoreConfig, TokenAuth};
 
 /// A context over a fresh store; the store closes (and the directory goes) when it is dropped.
 pub struct Harness {
@@ -97,6 +96,14 @@ impl Harness {
             .await
     }
 
+    /// The error of a call that must be refused.
+    pub async fn refused(&self, name: &str, params: Value, role: Role) -> Error {
+        self.call(name, params.clone(), Some(role))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name} {params} was accepted"))
+    }
+
     /// The JSON answer of a call that must succeed.
     pub async fn ok(&self, name: &str, params: Value, role: Role) -> Value {
         match self.call(name, params, Some(role)).await {
@@ -129,24 +136,10 @@ impl Harness {
     pub async fn capture(&self, uuid: &str, body: &[u8], headers: &[(&str, &str)]) -> String {
         let hook = self.store.webhook(uuid).expect("webhook exists");
         let headers: Vec<[&str; 2]> = headers.iter().map(|(k, v)| [*k, *v]).collect();
-        let c = Capture {
-            webhook_uuid: uuid.into(),
-            event_key: hook.event_key.clone(),
-            received_at: crate::clock::now_ms(),
-            method: "POST".into(),
-            path: hookd_shared::RECEIVE_PATH.into(),
-            query: format!("uuid={uuid}"),
-            headers_json: serde_json::to_string(&headers).expect("headers"),
-            remote_addr: "127.0.0.1:9".into(),
-            content_type: Some("application/octet-stream".into()),
-            size: body.len() as u64,
-            sha256: None,
-            parts: Vec::new(),
-            body: CapturedBody::Inline(Bytes::copy_from_slice(body)),
-            verification: "none",
-            rejected: None,
-            dedupe: None,
-        };
+        let mut c = crate::store::conformance::capture(uuid, body, crate::clock::now_ms());
+        c.event_key = hook.event_key.clone();
+        c.query = format!("uuid={uuid}");
+        c.headers_json = serde_json::to_string(&headers).expect("headers");
         match self.store.capture(c).await.expect("capture") {
             crate::store::Captured::Stored(s) => s.id.clone(),
             crate::store::Captured::Duplicate(id) => panic!("unexpected duplicate of {id}"),

@@ -401,11 +401,7 @@ mod tests {
             ),
             (json!({"uuid": "nope"}), "is not a UUID"),
         ] {
-            let e = h
-                .call("webhook.put", params.clone(), Some(Role::Admin))
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{params} was accepted"));
+            let e = h.refused("webhook.put", params.clone(), Role::Admin).await;
             assert!(matches!(e, Error::InvalidParam(_)), "{params}: {e:?}");
             assert!(e.to_string().contains(says), "{params}: {e}");
         }

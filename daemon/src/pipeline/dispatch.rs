@@ -147,9 +147,11 @@ impl Runtime {
         crate::locks::read(&self.pipelines).get(name).cloned()
     }
 
-    /// Registers a stored pipeline (a listener takes effect at once).
-    pub fn put(&self, stored: Stored) {
-        crate::locks::write(&self.pipelines).insert(stored.row.name.clone(), Arc::new(stored));
+    /// Registers a compiled pipeline; the one now registered under its name.
+    pub fn put(&self, stored: Stored) -> Arc<Stored> {
+        let stored = Arc::new(stored);
+        crate::locks::write(&self.pipelines).insert(stored.row.name.clone(), stored.clone());
+        stored
     }
 
     /// Forgets a deleted pipeline.
@@ -175,12 +177,10 @@ async fn compiled(env: &Env, name: &str) -> Result<Arc<Stored>, String> {
         .ok_or_else(gone)?;
     let pipeline = super::parse(&row.source, &*env.commands, &env.runtime.engine)
         .map_err(|e| format!("pipeline '{name}' no longer compiles: {e}"))?;
-    let stored = Arc::new(Stored {
+    Ok(env.runtime.put(Stored {
         pipeline: Arc::new(pipeline),
         row,
-    });
-    crate::locks::write(&env.runtime.pipelines).insert(name.to_string(), stored.clone());
-    Ok(stored)
+    }))
 }
 
 /// Starts the workers with what a stop left queued, after dispatching what a hookd before

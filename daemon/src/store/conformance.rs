@@ -37,7 +37,7 @@ async fn webhook(store: &Store, event_key: &str) -> String {
 }
 
 /// A capture of `body` (inline) for `uuid`.
-fn capture(uuid: &str, body: &[u8], at: i64) -> Capture {
+pub(crate) fn capture(uuid: &str, body: &[u8], at: i64) -> Capture {
     Capture {
         webhook_uuid: uuid.into(),
         event_key: "conformance.test".into(),

@@ -9,7 +9,7 @@
 //! their own concurrency is bounded.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod error;
 pub mod ids;
 pub mod model;
