@@ -19,8 +19,8 @@ use crate::config::Config;
 
 /// How long open connections get to finish when the daemon stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// hyper's buffer: a whole head passed by the guard, and the first read of its body.
+const HYPER_BUFFER: usize = crate::http::guard::MAX_HEAD + 32 * 1024;
 
 /// Opens the store and serves on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -297,7 +297,6 @@ async fn connection(
         let app = app.clone();
         async move { Ok::<_, Infallible>(crate::http::handle(app, req, remote).await) }
     });
-    let io = TokioIo::new(stream);
     // On shutdown, a connection finishes its current request and closes instead of idling on.
     let result = if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -305,7 +304,7 @@ async fn connection(
             .max_concurrent_streams(128)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        let conn = b.serve_connection(io, svc);
+        let conn = b.serve_connection(TokioIo::new(stream), svc);
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
@@ -317,9 +316,13 @@ async fn connection(
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         // The header timeout is armed once per request: tokio's timer would cost a syscall each.
+        // A refused head ends what hyper reads; half-close lets it still answer the requests
+        // before it (the guard's refusal follows them).
         b.timer(header_timer)
             .header_read_timeout(timeout)
-            .max_buf_size(MAX_HEAD);
+            .half_close(true)
+            .max_buf_size(HYPER_BUFFER);
+        let io = TokioIo::new(crate::http::guard::Guarded::new(stream));
         let conn = b.serve_connection(io, svc).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {

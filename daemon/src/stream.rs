@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::events::{Bus, BusEvent, EventData};
+use crate::http::guard::Guarded;
 use crate::store::Store;
 
 /// What every stream session shares: where events come from, and the cap on clients.
@@ -246,20 +247,16 @@ async fn upgrade(on: OnUpgrade) -> Result<Ws, hyper::Error> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_CLIENT_FRAME))
         .max_frame_size(Some(MAX_CLIENT_FRAME));
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+    match upgraded.downcast::<TokioIo<Guarded<tokio::net::TcpStream>>>() {
         Ok(parts) => {
-            let tcp = parts.io.into_inner();
+            let (tcp, unread) = parts.io.into_inner().into_parts();
+            let mut read = parts.read_buf.to_vec();
+            read.extend_from_slice(&unread);
             // Cap the kernel's send buffer: a client that stops reading then holds little
             // memory and falls behind quickly, and its events come from the log instead.
             let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
             let conn: Box<dyn Conn> = Box::new(tcp);
-            Ok(WebSocketStream::from_partially_read(
-                conn,
-                parts.read_buf.to_vec(),
-                Role::Server,
-                Some(config),
-            )
-            .await)
+            Ok(WebSocketStream::from_partially_read(conn, read, Role::Server, Some(config)).await)
         }
         Err(upgraded) => {
             let conn: Box<dyn Conn> = Box::new(TokioIo::new(upgraded));

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod guard;
 mod params;
 
 use std::net::SocketAddr;
