@@ -117,6 +117,7 @@ impl App {
                 &*registry,
                 config.pipeline.clone(),
                 burst.clone(),
+                crate::pipeline::process::Groups::open(config.data_dir.join("programs")),
                 shutdown.clone(),
             )
             .await

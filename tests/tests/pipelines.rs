@@ -862,8 +862,9 @@ async fn pid_in(file: &std::path::Path) -> String {
 }
 
 /// Issue 29: an `exec` program dies with hookd (`kill -9` included) instead of running on,
-/// reparented to init, while its run is marked interrupted; and what it started itself is
-/// killed with it when its timeout cuts it off.
+/// reparented to init, while its run is marked interrupted; what it started itself is killed
+/// with it when its timeout cuts it off, and what it left in the background when hookd was
+/// killed is ended by the next start.
 #[tokio::test]
 async fn exec_programs_die_with_hookd_and_their_children_with_them() {
     let mut d = Daemon::start().await;
@@ -872,7 +873,8 @@ async fn exec_programs_die_with_hookd_and_their_children_with_them() {
     std::fs::create_dir_all(&pids).expect("dir");
     let grandchild = pids.join("grandchild");
     let program = pids.join("program");
-    put_pipeline(&d, "orphan", &format!("pipeline:\n  - event.listen:\n      eventKey: webhook.long\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sh\n      args: ['-c', 'sleep 60 & echo $! > {}; wait']\n      timeout: 1\n      onError: continue\n  - exec:\n      command: sh\n      args: ['-c', 'echo $$ > {}; exec sleep 60']\n", grandchild.display(), program.display())).await;
+    let left = pids.join("left");
+    put_pipeline(&d, "orphan", &format!("pipeline:\n  - event.listen:\n      eventKey: webhook.long\n  - iam.run.as:\n      username: admin\n  - exec:\n      command: sh\n      args: ['-c', 'sleep 60 & echo $! > {}; wait']\n      timeout: 1\n      onError: continue\n  - exec:\n      command: sh\n      args: ['-c', 'sleep 60 & echo $! > {}; echo $$ > {}; wait']\n", grandchild.display(), left.display(), program.display())).await;
     let mut ev = d.events("types=execution.*").await;
     post_json(&d, &url, json!({})).await;
     ev.until(|f| f["type"] == "execution.started").await;
@@ -887,6 +889,20 @@ async fn exec_programs_die_with_hookd_and_their_children_with_them() {
     assert!(
         gone(&running).await,
         "an exec program outlived kill -9 of hookd"
+    );
+    let background = pid_in(&left).await;
+    d.start_again().await;
+    assert!(
+        gone(&background).await,
+        "what an interrupted run's program left running outlived the next start"
+    );
+    let runs = d.ok("execution.list", json!({})).await;
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    assert!(
+        runs[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{runs}"
     );
 }
 

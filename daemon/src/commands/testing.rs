@@ -50,6 +50,7 @@ impl Harness {
             &*registry,
             config.pipeline.clone(),
             burst.clone(),
+            crate::pipeline::process::Groups::unrecorded(),
             CancellationToken::new(),
         )
         .await

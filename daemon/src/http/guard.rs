@@ -26,21 +26,26 @@ const FIRST_READ: usize = 8 * 1024;
 /// A connection's reader that checks request heads; its writes go straight through.
 pub struct Guarded<IO> {
     io: IO,
-    /// Bytes read: `start..cleared` are checked and not yet handed on, `cleared..len` wait
-    /// for the rest of their head.
+    /// Bytes held back: `start..cleared` are checked and not yet handed on, `cleared..len`
+    /// wait for the rest of their head. Empty while heads arrive whole.
     buf: Vec<u8>,
     start: usize,
     cleared: usize,
     len: usize,
-    frame: Frame,
-    /// The answer to a bad head, written when hyper shuts the connection down; and how much
-    /// of it is written.
-    refusal: Option<Vec<u8>>,
+    framing: Framing,
+    /// How much of the refusal is written.
     sent: usize,
     eof: bool,
 }
 
-/// Where the bytes at `cleared` belong.
+/// Where the reader is in the requests, and the answer to a bad head once there is one.
+struct Framing {
+    frame: Frame,
+    /// Written when hyper shuts the connection down.
+    refusal: Option<Vec<u8>>,
+}
+
+/// Where the next bytes belong.
 #[derive(Debug, PartialEq)]
 enum Frame {
     /// A head, of which the first `searched` bytes hold no end.
@@ -64,8 +69,10 @@ impl<IO> Guarded<IO> {
             start: 0,
             cleared: 0,
             len: 0,
-            frame: Frame::Head { searched: 0 },
-            refusal: None,
+            framing: Framing {
+                frame: Frame::Head { searched: 0 },
+                refusal: None,
+            },
             sent: 0,
             eof: false,
         }
@@ -77,25 +84,29 @@ impl<IO> Guarded<IO> {
         let unread = self.buf[self.start..self.len].to_vec();
         (self.io, unread)
     }
+}
 
-    /// Advances `cleared` over what the bytes read so far allow.
-    fn scan(&mut self) {
-        while self.cleared < self.len && self.refusal.is_none() {
-            let rest = &self.buf[self.cleared..self.len];
+impl Framing {
+    /// How many of `bytes`, which follow what was read before, may be handed on now; the rest
+    /// is a head still arriving, or what follows a refused one.
+    fn advance(&mut self, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        while at < bytes.len() && self.refusal.is_none() {
+            let rest = &bytes[at..];
             match &mut self.frame {
-                Frame::Through => self.cleared = self.len,
+                Frame::Through => at = bytes.len(),
                 Frame::Body(left) => {
                     let n = (*left).min(rest.len() as u64);
                     *left -= n;
                     // `n` is at most `rest.len()`, a usize.
-                    self.cleared += n as usize;
+                    at += n as usize;
                     if *left == 0 {
                         self.frame = Frame::Head { searched: 0 };
                     }
                 }
                 Frame::Chunked(chunk) => {
                     let (used, next) = chunk.feed(rest);
-                    self.cleared += used;
+                    at += used;
                     match next {
                         Fed::More => {}
                         Fed::Done => self.frame = Frame::Head { searched: 0 },
@@ -109,7 +120,7 @@ impl<IO> Guarded<IO> {
                         } else {
                             *searched = rest.len();
                         }
-                        return;
+                        return at;
                     }
                     Some(end) => {
                         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -120,7 +131,7 @@ impl<IO> Guarded<IO> {
                             }
                             Ok(httparse::Status::Complete(n)) => match check(&req) {
                                 Ok(frame) => {
-                                    self.cleared += n;
+                                    at += n;
                                     self.frame = frame;
                                 }
                                 Err(r) => self.refuse(r),
@@ -133,6 +144,7 @@ impl<IO> Guarded<IO> {
                 },
             }
         }
+        at
     }
 
     fn refuse(&mut self, r: Refusal) {
@@ -145,7 +157,6 @@ impl<IO> Guarded<IO> {
         )
         .increment(1);
         self.refusal = Some(r.into_bytes());
-        self.len = self.cleared;
     }
 }
 
@@ -179,7 +190,13 @@ fn check(req: &httparse::Request<'_, '_>) -> Result<Frame, Refusal> {
             ),
         ));
     }
-    if let Err(e) = http::Uri::try_from(target) {
+    // A path of plain characters is a valid URI; parsing it again would cost each request an
+    // allocation.
+    let plain = target.starts_with('/')
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/?=&%-._~+,;:@!$*()'".contains(&b));
+    if let Some(Err(e)) = (!plain).then(|| http::Uri::try_from(target)) {
         return Err(Refusal::bad(format!(
             "the request target is not a valid URI ({e}); percent-encode bytes outside \
              printable ASCII"
@@ -444,8 +461,31 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 return Poll::Ready(Ok(()));
             }
             // Past a refusal hyper sees the end of the connection.
-            if this.refusal.is_some() || this.eof {
+            if this.framing.refusal.is_some() || this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            if this.start == this.len {
+                // Nothing held back: read into hyper's buffer and check the bytes there,
+                // holding back only the start of a head that is still arriving.
+                let before = out.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
+                let fresh = &out.filled()[before..];
+                if fresh.is_empty() {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                let n = this.framing.advance(fresh);
+                if n < fresh.len() && this.framing.refusal.is_none() {
+                    this.buf.clear();
+                    this.buf.extend_from_slice(&fresh[n..]);
+                    this.buf.resize(this.buf.len().max(FIRST_READ), 0);
+                    (this.start, this.cleared, this.len) = (0, 0, fresh.len() - n);
+                }
+                out.set_filled(before + n);
+                if n > 0 || this.framing.refusal.is_some() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.start > 0 {
                 this.buf.copy_within(this.start..this.len, 0);
@@ -469,7 +509,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 this.eof = true;
             } else {
                 this.len += n;
-                this.scan();
+                this.cleared += this.framing.advance(&this.buf[this.cleared..this.len]);
+                if this.framing.refusal.is_some() {
+                    this.len = this.cleared;
+                }
             }
         }
     }
@@ -502,7 +545,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(answer) = &this.refusal {
+        if let Some(answer) = &this.framing.refusal {
             while this.sent < answer.len() {
                 let n = ready!(Pin::new(&mut this.io).poll_write(cx, &answer[this.sent..]))?;
                 if n == 0 {

@@ -63,6 +63,8 @@ pub struct Runtime {
     burst: Arc<Burst>,
     /// One permit per program `exec` runs at once (`[pipeline] programs`).
     pub programs: tokio::sync::Semaphore,
+    /// Where the programs' process groups are written down.
+    pub groups: super::process::Groups,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
     /// The runs' own runtime, once the workers are up: where `pipeline.run` runs too.
@@ -107,6 +109,7 @@ impl Runtime {
         catalog: &dyn Catalog,
         config: PipelineConfig,
         burst: Arc<Burst>,
+        groups: super::process::Groups,
         shutdown: CancellationToken,
     ) -> Result<Runtime, StoreError> {
         let engine = Engine::default();
@@ -134,6 +137,7 @@ impl Runtime {
             pipelines: RwLock::new(map),
             chained: Default::default(),
             programs: tokio::sync::Semaphore::new(config.programs),
+            groups,
             store,
             config,
             burst,

@@ -5,7 +5,7 @@ pub mod dispatch;
 pub mod event;
 pub mod expr;
 pub mod parse;
-mod process;
+pub(crate) mod process;
 pub mod run;
 
 pub use dispatch::Runtime;

@@ -1,6 +1,7 @@
 //! `exec`: runs a program without a shell, with the body as JSON on stdin (or `stdin`), a clean
 //! environment, captured output, and a timeout after which it is killed.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub async fn exec(
     params: &Map<String, Value>,
     body: &Value,
     limit: Duration,
+    groups: &Groups,
 ) -> Result<(Value, Vec<String>), String> {
     let program = params
         .get("command")
@@ -90,7 +92,10 @@ pub async fn exec(
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     // Killed as a group when the run ends, however it ends (timeout, time limit, shutdown).
-    let _group = child.id().map(Group);
+    let _group = child.id().map(|id| Group {
+        id,
+        entry: groups.record(id),
+    });
     let (mut i, o, e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let feed = async move {
         if let Some(i) = i.as_mut() {
@@ -165,17 +170,103 @@ async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
 }
 
 /// A program's process group, killed when dropped: a program's own children go with it.
-struct Group(u32);
+struct Group {
+    id: u32,
+    /// The group's entry in `Groups`, removed with it.
+    entry: Option<PathBuf>,
+}
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
-            // SAFETY: killpg only sends a signal; a group that is gone answers ESRCH.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
+        kill_group(self.id);
+        if let Some(entry) = &self.entry {
+            let _ = std::fs::remove_file(entry);
         }
     }
+}
+
+fn kill_group(id: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(id) {
+        // SAFETY: killpg only sends a signal; a group that is gone answers ESRCH.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The process groups of the programs running, one file each in a directory of the data dir
+/// (named by the group, holding the boot it started in). A program dies with hookd, but what
+/// it started in the background does not; the next start ends those groups.
+pub struct Groups {
+    dir: Option<PathBuf>,
+}
+
+impl Groups {
+    /// Groups not written down (a test's runtime).
+    pub fn unrecorded() -> Groups {
+        Groups { dir: None }
+    }
+
+    /// Keeps the groups in `dir`, after killing what is left of the ones a previous hookd
+    /// recorded there: same boot, and the group's leader (the program) gone, so the id cannot
+    /// have been handed to a new group since.
+    pub fn open(dir: PathBuf) -> Groups {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(
+                "cannot keep exec programs' groups in {}: {e}; what they leave running after a \
+                 crash is not ended at the next start",
+                dir.display()
+            );
+            return Groups { dir: None };
+        }
+        let boot = boot_id();
+        let mut ended = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok());
+            let same_boot = std::fs::read_to_string(&path).ok() == boot;
+            if let Some(id) = id
+                && same_boot
+                && boot.is_some()
+                && !alive(id)
+            {
+                kill_group(id);
+                ended += 1;
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        if ended > 0 {
+            tracing::warn!(
+                "ended {ended} process group(s) that exec programs of interrupted runs left running"
+            );
+        }
+        Groups { dir: Some(dir) }
+    }
+
+    /// Writes group `id` down; its entry, to be removed when the group is killed.
+    fn record(&self, id: u32) -> Option<PathBuf> {
+        let path = self.dir.as_ref()?.join(id.to_string());
+        std::fs::write(&path, boot_id()?).ok()?;
+        Some(path)
+    }
+}
+
+/// Whether process `id` runs: a zombie (a leader killed with hookd, not yet reaped by an init
+/// that never reaps) does not, and holds its id so that no new group can take it.
+fn alive(id: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{id}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// This boot of the machine: a group id recorded in another one means nothing.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()
 }
 
 /// Makes the program get SIGKILL when hookd dies, `kill -9` included: without it a program
@@ -218,6 +309,7 @@ mod tests {
             &params(json!({"command": "cat"})),
             &json!({"a": 1}),
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .expect("cat runs");
@@ -229,6 +321,7 @@ mod tests {
             &params(json!({"command": "echo", "args": ["$HOME", "a;b"]})),
             &Value::Null,
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .expect("echo runs");
@@ -242,6 +335,7 @@ mod tests {
             &params(json!({"command": "env", "env": {"A": "1"}})),
             &Value::Null,
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .expect("env runs");
@@ -266,6 +360,7 @@ mod tests {
             &params(json!({"command": "false"})),
             &Value::Null,
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .err();
@@ -274,6 +369,7 @@ mod tests {
             &params(json!({"command": "/no/such/program"})),
             &Value::Null,
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .err();
@@ -282,6 +378,7 @@ mod tests {
             &params(json!({"command": "sleep", "args": ["30"], "timeout": 1})),
             &Value::Null,
             Duration::from_secs(10),
+            &Groups::unrecorded(),
         )
         .await
         .err();
@@ -292,9 +389,82 @@ mod tests {
             &params(json!({"command": "sleep", "args": ["30"], "timeout": 120})),
             &Value::Null,
             Duration::from_secs(1),
+            &Groups::unrecorded(),
         )
         .await
         .err();
         assert_eq!(e.as_deref(), Some("the run exceeded its time limit of 1s"));
+    }
+
+    /// A program's background child, left running in its group after its leader died (as
+    /// after a `kill -9` of hookd), is ended by the next start; an entry from another boot, or
+    /// for a group whose leader lives (its id may be someone else's now), is only dropped.
+    #[tokio::test]
+    async fn the_next_start_ends_the_groups_programs_left_behind() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = dir.path().join("programs");
+        let leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 >/dev/null 2>&1 & echo $!"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .output()
+            .expect("sh");
+        let left: u32 = String::from_utf8_lossy(&leader.stdout)
+            .trim()
+            .parse()
+            .expect("pid");
+        let group = unsafe { libc::getpgid(left as libc::pid_t) };
+        assert!(group > 0 && group as u32 != left, "in its leader's group");
+        std::fs::create_dir_all(&groups).expect("dir");
+        std::fs::write(groups.join(group.to_string()), boot_id().expect("boot id")).expect("write");
+        let mut alive = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        std::fs::write(
+            groups.join(alive.id().to_string()),
+            boot_id().expect("boot id"),
+        )
+        .expect("write");
+        std::fs::write(groups.join("999999"), "another boot").expect("write");
+
+        let opened = Groups::open(groups.clone());
+        let mut ended = false;
+        for _ in 0..500 {
+            let stat = std::fs::read_to_string(format!("/proc/{left}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z") {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ended, "the background sleep outlived the next start");
+        assert!(
+            alive.try_wait().expect("wait").is_none(),
+            "a group whose leader lives is left alone"
+        );
+        let _ = alive.kill();
+        let _ = alive.wait();
+        assert_eq!(std::fs::read_dir(&groups).expect("dir").count(), 0);
+
+        // A program running is written down until it ends.
+        let (out, _) = exec(
+            &params(
+                json!({"command": "sh", "args": ["-c", "ls \"$0\"", groups.display().to_string()]}),
+            ),
+            &Value::Null,
+            Duration::from_secs(10),
+            &opened,
+        )
+        .await
+        .expect("ls runs");
+        assert_eq!(
+            out["stdout"].as_str().map(|s| s.lines().count()),
+            Some(1),
+            "{out}"
+        );
+        assert_eq!(std::fs::read_dir(&groups).expect("dir").count(), 0);
     }
 }

@@ -438,7 +438,13 @@ async fn step_once(
                 .acquire()
                 .await
                 .map_err(|_| "hookd is stopping".to_string())?;
-            let (out, lines) = process::exec(&params, &st.body, env.runtime.config.timeout).await?;
+            let (out, lines) = process::exec(
+                &params,
+                &st.body,
+                env.runtime.config.timeout,
+                &env.runtime.groups,
+            )
+            .await?;
             for l in lines {
                 log_line(st, l);
             }
