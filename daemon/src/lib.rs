@@ -13,6 +13,7 @@ pub mod config;
 mod deliver;
 mod error;
 mod events;
+mod framing;
 mod http;
 pub mod listen;
 mod locks;

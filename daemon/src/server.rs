@@ -20,7 +20,7 @@ use crate::config::Config;
 /// How long open connections get to finish when the daemon stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's buffer: a whole head passed by the guard, and the first read of its body.
-const HYPER_BUFFER: usize = crate::http::guard::MAX_HEAD + 32 * 1024;
+const HYPER_BUFFER: usize = crate::framing::MAX_HEAD + 32 * 1024;
 
 /// Opens the store and serves on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -322,7 +322,7 @@ async fn connection(
             .header_read_timeout(timeout)
             .half_close(true)
             .max_buf_size(HYPER_BUFFER);
-        let io = TokioIo::new(crate::http::guard::Guarded::new(stream));
+        let io = TokioIo::new(crate::framing::Guarded::new(stream));
         let conn = b.serve_connection(io, svc).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {

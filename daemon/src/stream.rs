@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::events::{Bus, BusEvent, EventData};
-use crate::http::guard::Guarded;
+use crate::framing::Guarded;
 use crate::store::Store;
 
 /// What every stream session shares: where events come from, and the cap on clients.

@@ -2,7 +2,6 @@
 
 pub mod body;
 pub mod error;
-pub mod guard;
 mod params;
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Every request head on an HTTP/1 connection, checked before hyper parses it.
+//! HTTP/1 request framing, checked before hyper parses each request head.
 //!
 //! hyper answers a malformed head with an empty body, lets a head grow past its buffer when it
 //! arrives in one read, and takes `Content-Length` beside `Transfer-Encoding` (it drops the
