@@ -885,12 +885,22 @@ async fn exec_programs_die_with_hookd_and_their_children_with_them() {
         gone(&background).await,
         "a program's child outlived its timeout"
     );
+    // hookd writes the program's group down right after starting it; a kill in that instant
+    // would leave the group unrecorded, so wait for the entry.
+    let entry = d.dir.join("programs").join(&running);
+    for _ in 0..1000 {
+        if entry.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(entry.exists(), "the program's group was never written down");
+    let background = pid_in(&left).await;
     d.kill9().await;
     assert!(
         gone(&running).await,
         "an exec program outlived kill -9 of hookd"
     );
-    let background = pid_in(&left).await;
     d.start_again().await;
     assert!(
         gone(&background).await,
