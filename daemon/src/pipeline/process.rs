@@ -199,12 +199,17 @@ fn kill_group(id: u32) {
 /// it started in the background does not; the next start ends those groups.
 pub struct Groups {
     dir: Option<PathBuf>,
+    /// Read once: every entry of this daemon holds it.
+    boot: Option<String>,
 }
 
 impl Groups {
     /// Groups not written down (a test's runtime).
     pub fn unrecorded() -> Groups {
-        Groups { dir: None }
+        Groups {
+            dir: None,
+            boot: None,
+        }
     }
 
     /// Keeps the groups in `dir`, after killing what is left of the ones a previous hookd
@@ -217,7 +222,7 @@ impl Groups {
                  crash is not ended at the next start",
                 dir.display()
             );
-            return Groups { dir: None };
+            return Groups::unrecorded();
         }
         let boot = boot_id();
         let mut ended = 0;
@@ -243,13 +248,16 @@ impl Groups {
                 "ended {ended} process group(s) that exec programs of interrupted runs left running"
             );
         }
-        Groups { dir: Some(dir) }
+        Groups {
+            dir: Some(dir),
+            boot,
+        }
     }
 
     /// Writes group `id` down; its entry, to be removed when the group is killed.
     fn record(&self, id: u32) -> Option<PathBuf> {
         let path = self.dir.as_ref()?.join(id.to_string());
-        std::fs::write(&path, boot_id()?).ok()?;
+        std::fs::write(&path, self.boot.as_deref()?).ok()?;
         Some(path)
     }
 }
